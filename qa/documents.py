@@ -1,0 +1,247 @@
+"""Stage 1: read a folder of documents (txt / md / html) into plain-text `Document`s.
+
+Formats are decided by content as well as by extension: a `.txt` file that starts
+with YAML front matter is read as markdown, and HTML embedded anywhere is parsed
+with a real HTML parser (tags, attributes, scripts and styles never reach the text).
+Encodings: UTF-8 (with or without BOM), UTF-16 with BOM, GB18030/GBK.
+Each non-empty line of `Document.text` is one paragraph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+import yaml
+
+from qa.errors import DocumentsError
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm"})
+TITLE_MAX_CHARS = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One source file as clean text. `path` is relative to the documents folder."""
+
+    path: str
+    title: str
+    text: str
+    sha256: str
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def paragraphs(self) -> list[tuple[int, int]]:
+        """Character spans of the paragraphs (the non-empty lines) of `text`."""
+        return [(m.start(), m.end()) for m in re.finditer(r"[^\n]+", self.text)]
+
+
+class UnreadableFile(Exception):
+    """Internal: a file that is skipped with a warning."""
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode(raw: bytes) -> str:
+    """Decode bytes as UTF-8 (BOM optional), UTF-16 with BOM, or GB18030; refuse binary."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return raw[3:].decode("utf-8", errors="replace")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    if b"\x00" in raw[:8192]:
+        raise UnreadableFile("it looks binary (it contains NUL bytes)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        text = raw.decode("gb18030")
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile("it is neither UTF-8 nor GB18030/GBK text") from exc
+    if _control_ratio(text) > 0.01:
+        raise UnreadableFile("it looks binary (too many control characters)")
+    return text
+
+
+def _control_ratio(text: str) -> float:
+    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\n\r\t\f")
+    return controls / max(len(text), 1)
+
+
+# ---------------------------------------------------------------- HTML
+
+_BLOCK_TAGS = frozenset(
+    "address article aside blockquote body br dd details div dl dt figcaption figure footer "
+    "form h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section summary table tbody td "
+    "tfoot th thead tr ul".split()
+)
+_SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "head", "svg", "iframe", "object"})
+_HTML_TAG = re.compile(
+    r"</?(?:p|div|br|span|strong|em|b|i|a|img|h[1-6]|ul|ol|li|table|tr|td|th|section|article|"
+    r"blockquote|pre|code|script|style|html|body|head|font|center|figure)\b[^>]*>",
+    re.IGNORECASE,
+)
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title = ""
+        self.heading = ""
+        self._skip = 0
+        self._in: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP_TAGS or tag == "title":
+            self._skip += 1
+            self._in.append(tag)
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+        if tag in ("h1", "h2"):
+            self._in.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._in:
+            while self._in:
+                top = self._in.pop()
+                if top in _SKIP_TAGS or top == "title":
+                    self._skip = max(0, self._skip - 1)
+                if top == tag:
+                    break
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if "title" in self._in and not self.title:
+            self.title = data.strip()
+        if self._skip:
+            return
+        if any(t in ("h1", "h2") for t in self._in) and not self.heading:
+            self.heading = data.strip()
+        # Whitespace inside HTML is layout, except line breaks between plain-text lines.
+        self.parts.append(re.sub(r"[ \t\r\f\v]+", " ", data))
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    """Visible text of an HTML fragment (one paragraph per line) and its title, if any."""
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    return "".join(parser.parts), parser.title or parser.heading
+
+
+def looks_like_html(text: str) -> bool:
+    return len(_HTML_TAG.findall(text[:200_000])) >= 2 or bool(re.search(r"<!doctype html|<html", text[:2000], re.I))
+
+
+# ---------------------------------------------------------------- markdown
+
+_FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
+
+
+def split_front_matter(text: str) -> tuple[dict[str, str], str]:
+    """YAML front matter (if any) as flat string metadata, and the body after it."""
+    m = _FRONT_MATTER.match(text)
+    if not m:
+        return {}, text
+    try:
+        data = yaml.safe_load(m.group(1))
+    except yaml.YAMLError:
+        return {}, text
+    if not isinstance(data, dict):
+        return {}, text
+    meta = {str(k): _flat(v) for k, v in data.items() if v is not None}
+    return meta, text[m.end() :]
+
+
+def _flat(value: object) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+_MD_LINE = re.compile(r"^\s*(?:>\s*)+|^\s{0,3}#{1,6}\s+|^\s*[-*+]\s+(?=\S)")
+
+
+def clean_lines(text: str) -> str:
+    """One paragraph per line: markdown quote/heading markers dropped, blank lines removed."""
+    lines = []
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        line = _MD_LINE.sub("", line).strip()
+        if line and not re.fullmatch(r"[-=*_]{3,}|#+", line):
+            lines.append(line)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def parse_document(raw: bytes, path: str) -> Document:
+    """Turn one file's bytes into a `Document` (raises UnreadableFile)."""
+    text = decode(raw)
+    suffix = Path(path).suffix.lower()
+    meta, body = split_front_matter(text)
+    html_title = ""
+    if suffix in (".html", ".htm") or looks_like_html(body):
+        body, html_title = html_to_text(body)
+    body = clean_lines(body)
+    if not body:
+        raise UnreadableFile("it has no text")
+    first_line = body.split("\n", 1)[0]
+    title = meta.get("title") or html_title or _heading(text) or first_line
+    title = re.sub(r"\s+", " ", title).strip()
+    if len(title) > TITLE_MAX_CHARS:
+        title = title[:TITLE_MAX_CHARS].rstrip() + "…"
+    meta = {k: v for k, v in meta.items() if k in ("title", "date", "author", "source", "categories")}
+    return Document(path=path, title=title, text=body, sha256=hashlib.sha256(raw).hexdigest(), meta=meta)
+
+
+def _heading(text: str) -> str:
+    m = re.search(r"^\s{0,3}#\s+(.+)$", text[:5000], re.MULTILINE)
+    return m.group(1).strip() if m else ""
+
+
+def iter_files(docs_dir: Path) -> Iterator[Path]:
+    """Document files below `docs_dir`, in a stable order; hidden files and folders skipped."""
+    for p in sorted(docs_dir.rglob("*")):
+        rel = p.relative_to(docs_dir)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.is_file() and p.suffix.lower() in SUFFIXES:
+            yield p
+
+
+def read_documents(docs_dir: str | Path) -> list[Document]:
+    """Read every document below `docs_dir`; unreadable files are skipped with a warning."""
+    root = Path(docs_dir)
+    if not root.is_dir():
+        raise DocumentsError(
+            f"Documents folder {root} does not exist. Put .txt/.md/.html files there, "
+            f"or point to another folder: qa index build --docs PATH"
+        )
+    docs = []
+    for p in iter_files(root):
+        rel = p.relative_to(root).as_posix()
+        try:
+            docs.append(parse_document(p.read_bytes(), rel))
+        except (UnreadableFile, OSError) as exc:
+            log.warning("Skipped %s: %s", p, exc)
+    if not docs:
+        raise DocumentsError(
+            f"No readable documents in {root}. Add .txt, .md or .html files "
+            f"(UTF-8 or GBK), then run: qa index build --docs {root}"
+        )
+    return docs

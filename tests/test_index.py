@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from qa import vectors
+from qa.embed import HashEncoder
+from qa.errors import IndexCorruptError, IndexMissingError, QAError
+from qa.index import MANIFEST, build_index, load_index, read_manifest, stale_documents
+from tests.conftest import SEEDS
+
+
+def test_folder_is_plain_versioned_and_checksummed(hash_index: Path):
+    manifest = json.loads((hash_index / MANIFEST).read_text(encoding="utf-8"))
+    assert manifest["format"] == "qa-index" and manifest["format_version"] == 1
+    assert manifest["passage_count"] > 300 and manifest["duplicates_collapsed"] > 10
+    assert {d["file"] for d in manifest["documents"]} == {p.name for p in SEEDS.iterdir()}
+    assert set(manifest["files"]) >= {"passages.jsonl", "vectors.npy", "units.npy", "dense.faiss", "bm25/params.index.json"}
+    assert manifest["model"]["dimension"] == 64 and manifest["model"]["fingerprint"]
+    assert manifest["calibration"]["threshold"] > 0
+    for p in hash_index.rglob("*"):
+        assert p.suffix in ("", ".json", ".jsonl", ".npy", ".faiss"), p
+    for p in hash_index.rglob("*.npy"):
+        assert p.read_bytes()[:6] == b"\x93NUMPY"
+        assert b"pickle" not in p.read_bytes()[:200]
+
+
+def _copy(hash_index: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "index"
+    shutil.copytree(hash_index, dst)
+    return dst
+
+
+@pytest.mark.parametrize("name", ["passages.jsonl", "vectors.npy", "dense.faiss", "bm25/data.csc.index.npy"])
+def test_truncated_or_altered_files_are_named(hash_index: Path, tmp_path: Path, name: str):
+    folder = _copy(hash_index, tmp_path)
+    path = folder / name
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IndexCorruptError, match=rf"{name}.*truncated.*qa index build"):
+        load_index(folder)
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(IndexCorruptError, match=rf"{name}.*altered.*qa index build"):
+        load_index(folder)
+    path.unlink()
+    with pytest.raises(IndexCorruptError, match=rf"{name} is missing"):
+        load_index(folder)
+
+
+def test_bad_manifest_and_wrong_version(hash_index: Path, tmp_path: Path):
+    folder = _copy(hash_index, tmp_path)
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "format_version": 99}), encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match="format 99.*qa index build"):
+        load_index(folder)
+    (folder / MANIFEST).write_text("{not json", encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match="not valid JSON"):
+        load_index(folder)
+    (folder / MANIFEST).unlink()
+    with pytest.raises(IndexCorruptError, match="manifest.json is missing"):
+        load_index(folder)
+    with pytest.raises(IndexMissingError, match="qa index build"):
+        load_index(tmp_path / "nothing")
+
+
+def test_a_crash_mid_build_leaves_the_previous_index(seeds_copy: Path, tmp_path: Path, monkeypatch):
+    folder = tmp_path / "index"
+    build_index(seeds_copy, folder, encoder=HashEncoder())
+    before = (folder / MANIFEST).read_bytes()
+    (seeds_copy / "new.txt").write_text("新增的文件，说的是疫苗接种。", encoding="utf-8")
+
+    def boom(self, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(vectors.FaissStore, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        build_index(seeds_copy, folder, encoder=HashEncoder())
+    assert (folder / MANIFEST).read_bytes() == before
+    load_index(folder)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".index.tmp")]
+
+
+def test_an_interrupted_swap_is_recovered(hash_index: Path, tmp_path: Path):
+    folder = _copy(hash_index, tmp_path)
+    folder.rename(tmp_path / ".index.previous")  # crash between the two renames
+    assert load_index(folder).passages
+
+
+def test_a_folder_that_is_not_an_index_is_never_overwritten(tmp_path: Path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes", encoding="utf-8")
+    with pytest.raises(QAError, match="holds no qa index.*left untouched"):
+        build_index(SEEDS, mine, dense=False)
+    assert (mine / "notes.txt").read_text(encoding="utf-8") == "my notes"
+
+
+def test_update_reembeds_only_the_changed_document(seeds_copy: Path, tmp_path: Path):
+    folder = tmp_path / "index"
+    enc = HashEncoder()
+    first = build_index(seeds_copy, folder, encoder=enc)
+    assert first.embedded + 1 == enc.calls  # + the model probe
+    again = build_index(seeds_copy, folder, encoder=enc)
+    assert again.up_to_date and enc.calls == first.embedded + 1
+
+    doc = seeds_copy / "004_a87b6fb253f9ae0b.txt"
+    doc.write_text(doc.read_text(encoding="utf-8") + "\n<p>新增一段：疫苗加强针接种工作稳步推进。</p>\n", encoding="utf-8")
+    (seeds_copy / "001_90bd3d4f88e6e1ee.txt").unlink()
+    assert set(stale_documents(read_manifest(folder))) == {
+        "changed: 004_a87b6fb253f9ae0b.txt",
+        "deleted: 001_90bd3d4f88e6e1ee.txt",
+    }
+    calls = enc.calls
+    report = build_index(seeds_copy, folder, encoder=enc)
+    assert report.full_rebuild_reason is None
+    assert enc.calls - calls - 1 == report.embedded == 1  # the new sentence only
+    index = load_index(folder)
+    assert not any(s.file == "001_90bd3d4f88e6e1ee.txt" for p in index.passages for s in p.sources)
+    assert any("疫苗加强针" in p.text for p in index.passages)
+    assert stale_documents(index.manifest) == []
+
+
+def test_model_or_splitter_change_forces_a_full_rebuild(seeds_copy: Path, tmp_path: Path):
+    folder = tmp_path / "index"
+    build_index(seeds_copy, folder, encoder=HashEncoder())
+    other = HashEncoder(dimension=32, name="test/other")
+    report = build_index(seeds_copy, folder, encoder=other)
+    assert "model changed" in (report.full_rebuild_reason or "")
+    assert report.reused == 0 and other.calls == report.embedded + 1  # + the probe
+    report = build_index(seeds_copy, folder, encoder=other, max_chars=120)
+    assert report.full_rebuild_reason == "the splitter or tokenizer parameters changed"

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from qa.lexical import LexicalIndex, tokenize
+
+
+def test_tokenize_normalizes_and_drops_punctuation_and_stopwords():
+    tokens = tokenize("上海全市核酸筛查采样了多少人？！ＣＯＶＩＤ－19😷<p>的")
+    assert "上海" in tokens and "核酸" in tokens and "筛查" in tokens
+    assert "covid" in tokens and "19" in tokens
+    assert not {"？", "！", "了", "多少", "的", "😷", "<", "p>"} & set(tokens)
+
+
+def test_search_mode_yields_sub_words():
+    assert {"中华", "人民", "共和国", "中华人民共和国"} <= set(tokenize("中华人民共和国"))
+
+
+def test_punctuation_only_has_no_tokens():
+    assert tokenize("。。！？……") == []
+
+
+def test_bm25_ranks_and_round_trips_without_pickle(tmp_path: Path):
+    texts = ["上海启动全市核酸筛查。", "武汉医疗队支援上海。", "今天天气很好。"]
+    index = LexicalIndex.build(texts)
+    q = tokenize("上海核酸筛查")
+    scores = index.scores(q)
+    assert int(np.argmax(scores)) == 0 and scores[2] == 0
+    index.save(tmp_path / "bm25")
+    assert all(p.suffix in (".npy", ".json") for p in (tmp_path / "bm25").iterdir())
+    again = LexicalIndex.load(tmp_path / "bm25")
+    assert np.allclose(again.scores(q), scores)
+    assert again.scores(["不存在的词"]).sum() == 0

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import shutil
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from qa.embed import HashEncoder
+from qa.errors import IndexMismatchError, QueryError
+from qa.index import build_index
+from qa.search import Retriever, highlight_spans
+from qa.split import normalize
+
+
+@pytest.fixture(scope="module")
+def retriever(hash_index: Path) -> Retriever:
+    return Retriever.load(hash_index, encoder=HashEncoder())
+
+
+def test_result_contract(retriever: Retriever):
+    result = retriever.search("上海全市核酸筛查采样了多少人", k=5)
+    assert isinstance(result.answered, bool)
+    assert [h.rank for h in result.hits] == [1, 2, 3, 4, 5]
+    assert "2566.5万人" in result.hits[0].text
+    d = result.to_dict()
+    assert {"query", "answered", "hits"} <= set(d)
+    assert {"rank", "score", "text", "sources", "highlights"} <= set(d["hits"][0])
+    assert set(d["hits"][0]["sources"][0]) == {"file", "title", "paragraph", "span"}
+
+
+def test_a_duplicate_passage_appears_once_and_cites_every_place(retriever: Retriever):
+    hits = retriever.search("全市共采样2566.5万人", k=10, mode="lexical").hits
+    assert len({h.id for h in hits}) == len(hits)
+    assert len({normalize(h.text) for h in hits}) == len(hits)
+    top = hits[0]
+    assert len(top.sources) == 2
+    assert {s.paragraph for s in top.sources} == {7, 74}
+
+
+def test_highlights_mark_query_terms(retriever: Retriever):
+    hit = retriever.search("上海 核酸筛查", k=1, mode="lexical").hits[0]
+    marked = {normalize(hit.text[s:e]) for s, e in hit.highlights}
+    assert {"上海", "全市核酸筛查"} & marked or "上海" in marked
+
+
+def test_highlight_spans_survive_full_width_text():
+    text = "ＣＯＶＩＤ－１９疫情，上海核酸"
+    spans = highlight_spans(text, ["covid", "上海"])
+    assert [unicodedata.normalize("NFKC", text[s:e]).lower() for s, e in spans] == ["covid", "上海"]
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n\t　"])
+def test_empty_query_is_a_value_error(retriever: Retriever, query: str):
+    with pytest.raises(ValueError, match="empty"):
+        retriever.search(query)
+    with pytest.raises(QueryError):
+        retriever.search(query)
+
+
+@pytest.mark.parametrize("query", ["😷😷🦠", "。。。！？", "!!! ???", "……"])
+def test_punctuation_or_emoji_only_is_not_answered(retriever: Retriever, query: str):
+    result = retriever.search(query)
+    assert result.answered is False and result.hits == []
+
+
+def test_a_very_long_query_is_truncated_with_a_warning(retriever: Retriever):
+    result = retriever.search("上海核酸检测" * 2000, k=3)
+    assert len(result.query) == 1000
+    assert result.warnings and "cut" in result.warnings[0]
+    assert len(result.hits) == 3
+
+
+def test_bad_arguments(retriever: Retriever):
+    with pytest.raises(ValueError, match="mode"):
+        retriever.search("上海", mode="fuzzy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="k must be"):
+        retriever.search("上海", k=0)
+
+
+def test_every_mode_and_fusion(hash_index: Path):
+    for fusion in ("rrf", "weighted", "dense-first"):
+        r = Retriever.load(hash_index, encoder=HashEncoder(), fusion=fusion)
+        for mode in ("hybrid", "dense", "lexical"):
+            hits = r.search("上海全市核酸筛查采样", k=3, mode=mode).hits
+            assert len(hits) == 3 and all(0 <= h.confidence <= 1 for h in hits)
+
+
+def test_concurrent_searches_agree(retriever: Retriever):
+    queries = ["上海全市核酸筛查", "动态清零", "武汉医疗队", "疫苗接种", "外防输入内防反弹"] * 8
+    expected = {q: [h.id for h in retriever.search(q).hits] for q in set(queries)}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda q: (q, [h.id for h in retriever.search(q).hits]), queries))
+    assert all(ids == expected[q] for q, ids in got)
+
+
+def test_save_load_gives_identical_top_k(hash_index: Path, tmp_path: Path, retriever: Retriever):
+    copy = tmp_path / "copy"
+    shutil.copytree(hash_index, copy)
+    again = Retriever.load(copy, encoder=HashEncoder())
+    for q in ["上海全市核酸筛查", "动态清零总方针", "How many people were sampled?"]:
+        a = [(h.id, round(h.score, 6)) for h in retriever.search(q, k=10).hits]
+        b = [(h.id, round(h.score, 6)) for h in again.search(q, k=10).hits]
+        assert a == b
+
+
+def test_neighbours_follow_document_order(retriever: Retriever):
+    hit = retriever.search("上海全市核酸筛查采样", k=1, mode="lexical").hits[0]
+    before, after = retriever.neighbours(hit.sources[0])
+    assert before is not None and after is not None
+    assert before.sources[0].end <= hit.sources[0].start or any(s.file != hit.sources[0].file for s in before.sources)
+
+
+def test_a_lexical_only_index_refuses_dense_modes(tmp_path: Path):
+    from tests.conftest import SEEDS
+
+    build_index(SEEDS, tmp_path / "lex", dense=False)
+    r = Retriever.load(tmp_path / "lex")
+    assert r.search("上海全市核酸筛查采样了多少人", mode="lexical").answered
+    with pytest.raises(IndexMismatchError, match="--mode lexical"):
+        r.search("上海", mode="hybrid")
+
+
+def test_a_different_model_than_the_index_is_refused(hash_index: Path):
+    with pytest.raises(IndexMismatchError, match="qa index build"):
+        Retriever.load(hash_index, encoder=HashEncoder(name="test/other"))
+    r = Retriever.load(hash_index, encoder=HashEncoder(dimension=32))
+    with pytest.raises(IndexMismatchError, match="dim 64.*dim 32"):
+        r.search("上海")

@@ -16,22 +16,22 @@ from typing import Any
 
 import numpy as np
 
-DENSE_FEATURES = ("dense", "coverage")
-LEXICAL_FEATURES = ("coverage", "bm25")
+DENSE_FEATURES = ("dense", "gap", "coverage", "latin", "dense_latin")
+LEXICAL_FEATURES = ("coverage", "latin")
 
 # Fitted with `qa eval tests/data/queries.jsonl --calibrate` on the seed index.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "intfloat/multilingual-e5-small": {
         "features": list(DENSE_FEATURES),
-        "weights": [30.0, 3.0],
-        "bias": -26.0,
-        "threshold": 0.5,
-        "fitted": False,
+        "weights": [33.819, 35.0574, 6.4736, 2.9929, 3.8358],
+        "bias": -33.9372,
+        "threshold": 0.2624,
+        "fitted": True,
     },
 }
 LEXICAL_DEFAULT: dict[str, Any] = {
     "features": list(LEXICAL_FEATURES),
-    "weights": [8.0, 0.0],
+    "weights": [8.0, -2.0],
     "bias": -4.0,
     "threshold": 0.5,
     "fitted": False,

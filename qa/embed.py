@@ -152,7 +152,9 @@ class SentenceTransformerEncoder:
 
     @property
     def dimension(self) -> int:
-        dim = self.model.get_sentence_embedding_dimension()
+        model = self.model
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = getter()
         if dim is None:
             raise ModelError(f"Model {self.name!r} does not report an embedding dimension.")
         return int(dim)

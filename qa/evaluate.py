@@ -143,7 +143,7 @@ def _row(q: Query, result: SearchResult, retriever: Retriever) -> dict[str, Any]
         "top_id": top.id if top else None,
         "top_text": top.text[:80] if top else "",
         "top_score": round(top.score, 4) if top else None,
-        "top_features": getattr(result, "_features", None),
+        "top_features": {key: round(v, 5) for key, v in top.features.items()} if top else None,
     }
 
 
@@ -198,9 +198,7 @@ def evaluate(retriever: Retriever, queries: Sequence[Query], k: int = 10, *, mod
     rows = []
     for q in it:
         result = retriever.search(q.query, k=k, mode=mode)
-        row = _row(q, result, retriever)
-        row["top_features"] = _features(retriever, q, result)
-        rows.append(row)
+        rows.append(_row(q, result, retriever))
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     langs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -219,23 +217,6 @@ def evaluate(retriever: Retriever, queries: Sequence[Query], k: int = 10, *, mod
     )
 
 
-def _features(retriever: Retriever, q: Query, result: SearchResult) -> dict[str, float] | None:
-    """The calibration features of the top hit (recomputed the way `search` computes them)."""
-    if not result.hits:
-        return None
-    from qa.lexical import tokenize
-    from qa.search import _coverage
-
-    top = result.hits[0]
-    tokens = tokenize(result.query)
-    feats = {"coverage": _coverage(tokens, retriever.index.lexical.idf(tokens), top.text)}
-    if retriever.has_dense:
-        qvec = retriever.encoder.encode_query(result.query)
-        feats["dense"] = retriever._dense_exact(retriever.index.by_id[top.id], qvec)
-    feats["bm25"] = float(retriever.index.lexical.scores(tokens)[retriever.index.by_id[top.id]]) if tokens else 0.0
-    return {key: round(v, 5) for key, v in feats.items()}
-
-
 # ---------------------------------------------------------------- calibration
 
 
@@ -248,7 +229,10 @@ def calibrate(result: EvalResult, retriever: Retriever, *, precision: float | No
         raise QuerySetError("Calibration needs both answerable and unanswerable questions (\"answers\": []) in the set.")
     x = np.array([[r["top_features"].get(f, 0.0) for f in features] for r in usable])
     y = np.array([1.0 if r["answerable"] else 0.0 for r in usable])
-    weights, bias = calibration.fit_logistic(x, y, sample_weight=_balanced(y))
+    # Fit on standardized features (so the regularization treats them alike), report raw weights.
+    mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-9
+    w_std, b_std = calibration.fit_logistic((x - mu) / sd, y, sample_weight=_balanced(y), l2=1.0)
+    weights, bias = w_std / sd, b_std - float((w_std * mu / sd).sum())
     cal: dict[str, Any] = {"features": features, "weights": [round(float(w), 4) for w in weights], "bias": round(bias, 4)}
     scores = [calibration.confidence({**cal, "threshold": 0.5}, dict(zip(features, row, strict=True))) for row in x]
     cal["threshold"] = round(calibration.best_threshold(scores, y.astype(bool), precision), 4)

@@ -113,10 +113,11 @@ class LexicalIndex:
         return np.asarray(self.bm25.get_scores_from_ids(ids), dtype=np.float32)
 
     def idf(self, tokens: list[str]) -> np.ndarray:
-        """Inverse document frequency of each token (0 for unknown ones), for coverage scores."""
+        """Inverse document frequency of each token. A token the corpus never uses gets the
+        highest possible value: a question about something absent is probably unanswerable."""
         n = self.bm25.scores["num_docs"]
         indptr = self.bm25.scores["indptr"]
-        out = np.zeros(len(tokens), dtype=np.float32)
+        out = np.full(len(tokens), np.log(1 + (n + 0.5) / 0.5), dtype=np.float32)
         for i, t in enumerate(tokens):
             tid = self.bm25.vocab_dict.get(t)
             if tid is not None:

@@ -9,7 +9,8 @@ import logging
 import re
 import threading
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -33,6 +34,7 @@ MAX_K = 100
 RRF_K = 60
 WEIGHT_DENSE = 0.6
 CANDIDATES = 50
+REFERENCE = 10  # how many of the best dense scores a hit's score is compared with
 _WORDLIKE = re.compile(r"[^\W_]", re.UNICODE)
 
 
@@ -50,6 +52,7 @@ class Hit:
     confidence: float
     low_confidence: bool
     evidence: tuple[int, int] | None = None
+    features: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -236,21 +239,25 @@ class Retriever:
         if not _WORDLIKE.search(unicodedata.normalize("NFKC", query)):
             return SearchResult(query, False, [], mode, 0.0, limit, tuple(warnings))
         tokens = tokenize(query)
-        scored, qvec = self._rank(query, tokens, k, mode)
+        scored, qvec, reference = self._rank(query, tokens, k, mode)
         weights = self.index.lexical.idf(tokens)
+        latin = latin_share(query)
         hits = []
         for rank, s in enumerate(scored, start=1):
             p = self.index.passages[s.idx]
-            feats = {"dense": s.dense, "coverage": _coverage(tokens, weights, p.text), "bm25": s.lexical}
+            feats = hit_features(s.dense, _reference(reference, s.idx), _coverage(tokens, weights, p.text), latin, s.lexical)
             conf = calibration.confidence(cal, feats)
             hits.append(
                 Hit(rank, s.score, p.text, p.sources, highlight_spans(p.text, tokens), p.id, conf, conf < limit,
-                    self._evidence(s.idx, qvec, tokens))
+                    self._evidence(s.idx, qvec), feats)
             )  # fmt: skip
         top = hits[0].confidence if hits else 0.0
         return SearchResult(query, top >= limit, hits, mode, top, limit, tuple(warnings))
 
-    def _rank(self, query: str, tokens: list[str], k: int, mode: Mode) -> tuple[list[_Scored], np.ndarray | None]:
+    def _rank(
+        self, query: str, tokens: list[str], k: int, mode: Mode
+    ) -> tuple[list[_Scored], np.ndarray | None, list[tuple[int, float]]]:
+        """The fused top-k, the query vector, and the best dense scores (for the confidence features)."""
         n = len(self.index.passages)
         lexical = self.index.lexical.scores(tokens) if tokens else np.zeros(n, np.float32)
         qvec = self.encoder.encode_query(query) if self.has_dense else None
@@ -274,7 +281,8 @@ class Retriever:
         exact = {i: self._dense_exact(i, qvec) for i in candidates} if qvec is not None else {}
         fused = self._fuse(candidates, lex_order, dense_order, lexical, exact, mode)
         fused.sort(key=lambda s: (-s.score, s.idx))
-        return fused[:k], qvec
+        reference = [(i, self._dense_exact(i, qvec)) for i in dense_order[: REFERENCE + 1]] if qvec is not None else []
+        return fused[:k], qvec, reference
 
     def _fuse(self, candidates: list[int], lex_order: list[int], dense_order: list[int], lexical: np.ndarray,
               exact: dict[int, float], mode: Mode) -> list[_Scored]:  # fmt: skip
@@ -307,7 +315,7 @@ class Retriever:
         rows = self._unit_rows[idx]
         return float((self.index.vectors[rows] @ qvec).max()) if len(rows) else 0.0
 
-    def _evidence(self, idx: int, qvec: np.ndarray | None, tokens: list[str]) -> tuple[int, int] | None:
+    def _evidence(self, idx: int, qvec: np.ndarray | None) -> tuple[int, int] | None:
         """The span of the passage's sentence closest to the question."""
         if qvec is not None and self.index.units is not None and self.index.vectors is not None:
             rows = self._unit_rows[idx]
@@ -331,6 +339,30 @@ def _group_units(units: np.ndarray | None, n: int) -> list[np.ndarray]:
     order = np.argsort(units[:, 0], kind="stable")
     counts = np.bincount(units[:, 0], minlength=n)
     return np.split(order, np.cumsum(counts)[:-1])
+
+
+def latin_share(query: str) -> float:
+    """Share of the query's letters that are Latin: cross-lingual similarities run lower."""
+    letters = [c for c in unicodedata.normalize("NFKC", query) if c.isalpha()]
+    return sum(c.isascii() for c in letters) / len(letters) if letters else 0.0
+
+
+def _reference(reference: list[tuple[int, float]], idx: int) -> float | None:
+    """Mean dense score of the best other passages: a hit that stands out is more likely an answer."""
+    others = [d for i, d in reference if i != idx][:REFERENCE]
+    return sum(others) / len(others) if others else None
+
+
+def hit_features(dense: float, reference: float | None, coverage: float, latin: float, bm25: float) -> dict[str, float]:
+    """The inputs of the calibrated confidence (see qa.calibration)."""
+    return {
+        "dense": dense,
+        "gap": dense - reference if reference is not None else 0.0,
+        "coverage": coverage,
+        "latin": latin,
+        "dense_latin": dense * latin,
+        "bm25": bm25,
+    }
 
 
 def _coverage(tokens: list[str], weights: np.ndarray, text: str) -> float:

@@ -19,6 +19,7 @@ DEFAULT_MAX_CHARS = 200
 DEFAULT_NEAR_DUP = 0.9
 SHINGLE = 3
 NEAR_DUP_MIN_CHARS = 30
+HEADING_MAX_CHARS = 30
 
 # A sentence ends at 。！？；!?… (or ; and a Western full stop followed by a space),
 # together with any closing quotes or brackets right after it.
@@ -106,18 +107,33 @@ def pack_sentences(text: str, max_chars: int) -> list[tuple[int, int]]:
 
 
 def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS) -> list[Passage]:
-    """The passages of one document, in reading order, each with one `Source`."""
+    """The passages of one document, in reading order, each with one `Source`.
+
+    A short paragraph (a heading such as "【篇1】疫情防控工作会议讲话") is not a passage of
+    its own: it opens the next paragraph's first passage, which it gives context.
+    """
     if max_chars < 20:
         raise ValueError(f"max_chars must be at least 20, got {max_chars}")
-    passages = []
-    for number, (p_start, p_end) in enumerate(doc.paragraphs, start=1):
+    passages: list[Passage] = []
+    heading: tuple[int, int] | None = None  # (paragraph number, start) of pending headings
+    paragraphs = doc.paragraphs
+    for number, (p_start, p_end) in enumerate(paragraphs, start=1):
         paragraph = doc.text[p_start:p_end]
-        for s, e in pack_sentences(paragraph, max_chars):
-            text = paragraph[s:e]
-            if not normalize(text):
-                continue
-            src = Source(doc.path, doc.title, number, p_start + s, p_start + e, len(passages))
-            passages.append(Passage(passage_id(text), text, (src,)))
+        if not normalize(paragraph):
+            continue
+        if p_end - p_start < HEADING_MAX_CHARS and number < len(paragraphs):
+            heading = heading or (number, p_start)
+            continue
+        for i, (s, e) in enumerate(pack_sentences(paragraph, max_chars)):
+            start, first = p_start + s, number
+            if i == 0 and heading is not None and p_start + e - heading[1] <= max_chars + HEADING_MAX_CHARS:
+                first, start = heading
+            heading = None
+            text = doc.text[start : p_start + e]
+            if normalize(text):
+                src = Source(doc.path, doc.title, first, start, p_start + e, len(passages))
+                passages.append(Passage(passage_id(text), text, (src,)))
+        heading = None
     return passages
 
 

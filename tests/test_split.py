@@ -65,8 +65,18 @@ def test_exact_and_near_duplicates_collapse_and_keep_every_source():
 
 
 def test_short_headings_that_differ_are_not_merged():
-    docs = [_doc("上海疫情支援的心得体会篇1\n上海疫情支援的心得体会篇10")]
-    assert len(collapse_duplicates(split_document(docs[0]))) == 2
+    a = split_document(_doc("上海疫情支援的心得体会篇1", "a.txt"))
+    b = split_document(_doc("上海疫情支援的心得体会篇10", "b.txt"))
+    assert len(collapse_duplicates(a + b)) == 2
+
+
+def test_a_heading_opens_the_next_paragraph_passage():
+    doc = _doc("【篇1】疫情防控工作会议讲话\n今天召开全省疫情防控工作会议。下面，我强调几点意见。")
+    passages = split_document(doc)
+    assert len(passages) == 1
+    src = passages[0].source
+    assert src.paragraph == 1 and src.start == 0 and doc.text[src.start : src.end] == passages[0].text
+    assert passages[0].text.startswith("【篇1】") and passages[0].text.endswith("几点意见。")
 
 
 def test_seed_duplicates_cite_every_place():

@@ -1,9 +1,9 @@
 """Retrieval question answering over Chinese documents.
 
-    from qa import Retriever, build_index
-    build_index(docs_dir="seeds", index_dir="vectors/default")
-    r = Retriever.load("vectors/default")
-    result = r.search("上海全市核酸筛查采样了多少人", k=5)
+from qa import Retriever, build_index
+build_index(docs_dir="seeds", index_dir="vectors/default")
+r = Retriever.load("vectors/default")
+result = r.search("上海全市核酸筛查采样了多少人", k=5)
 """
 
 from __future__ import annotations

@@ -65,19 +65,27 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     model = manifest.get("model")
     cal = manifest.get("calibration", {})
-    print(f"Index:       {args.index} (format {manifest['format_version']}, built {manifest['created']} by qa {manifest['qa_version']})")
+    print(
+        f"Index:       {args.index} (format {manifest['format_version']}, built {manifest['created']} by qa {manifest['qa_version']})"
+    )
     print(f"Documents:   {len(manifest['documents'])} from {manifest['docs_dir']}")
     for d in manifest["documents"]:
         print(f"  - {d['file']}: {d['title']} ({d['passages']} passages)")
     print(f"Passages:    {manifest['passage_count']} ({manifest['duplicates_collapsed']} duplicates collapsed)")
     if model:
         store = manifest["vector_store"]
-        print(f"Model:       {model['name']} (dim {model['dimension']}, {model['source']}, fingerprint {model['fingerprint']})")
+        print(
+            f"Model:       {model['name']} (dim {model['dimension']}, {model['source']}, fingerprint {model['fingerprint']})"
+        )
         print(f"Vectors:     {store['count']} in {store['kind']}")
     else:
         print("Model:       none (keyword search only)")
-    print(f"Splitter:    max {manifest['splitter']['max_chars']} characters, near-duplicates at Jaccard {manifest['splitter']['near_dup']}")
-    print(f"Threshold:   {cal.get('threshold')} ({'fitted on ' + cal['fitted_on'] if cal.get('fitted_on') else 'default'})")
+    print(
+        f"Splitter:    max {manifest['splitter']['max_chars']} characters, near-duplicates at Jaccard {manifest['splitter']['near_dup']}"
+    )
+    print(
+        f"Threshold:   {cal.get('threshold')} ({'fitted on ' + cal['fitted_on'] if cal.get('fitted_on') else 'default'})"
+    )
     changes = stale_documents(manifest)
     print("Status:      " + ("stale: " + "; ".join(changes) + "; run qa index build" if changes else "up to date"))
     return 0
@@ -137,11 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    index = sub.add_parser("index", help="build or inspect the index").add_subparsers(dest="index_command", required=True)
+    index = sub.add_parser("index", help="build or inspect the index").add_subparsers(
+        dest="index_command", required=True
+    )
     build = index.add_parser("build", help="build or update the index of a documents folder")
     build.add_argument("--docs", default=DEFAULT_DOCS, help="documents folder (default: seeds)")
     build.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: vectors/default)")
-    build.add_argument("--model", default=None, help="embedding model name or folder (default: $QA_MODEL or intfloat/multilingual-e5-small)")
+    build.add_argument(
+        "--model",
+        default=None,
+        help="embedding model name or folder (default: $QA_MODEL or intfloat/multilingual-e5-small)",
+    )
     build.add_argument("--no-dense", action="store_true", help="keyword (BM25) index only, no embedding model")
     build.add_argument("--max-chars", type=_positive_int, default=None, help="passage size limit in characters")
     build.add_argument("--force", action="store_true", help="rebuild everything, re-embedding all passages")
@@ -156,7 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("-k", type=_positive_int, default=5, help="number of passages (default 5)")
     ask.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
-    ask.add_argument("--fusion", choices=["rrf", "weighted", "dense-first"], default="rrf")
+    ask.add_argument(
+        "--fusion",
+        choices=["weighted", "rrf", "dense-first"],
+        default="weighted",
+        help="how hybrid mode fuses the two rankings (default weighted)",
+    )
     ask.add_argument("--threshold", type=float, default=None, help="override the index's confidence threshold")
     ask.add_argument("--index", default=DEFAULT_INDEX)
     ask.add_argument("--model", default=None, help="embedding model (must match the index)")
@@ -167,13 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("file", type=Path)
     ev.add_argument("--index", default=DEFAULT_INDEX)
     ev.add_argument("--mode", choices=["all", "hybrid", "dense", "lexical"], default="all")
-    ev.add_argument("--fusion", choices=["rrf", "weighted", "dense-first"], default="rrf")
+    ev.add_argument(
+        "--fusion",
+        choices=["weighted", "rrf", "dense-first"],
+        default="weighted",
+        help="how hybrid mode fuses the two rankings (default weighted)",
+    )
     ev.add_argument("-k", type=_positive_int, default=10)
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.add_argument("--report", type=Path, default=None, help="write a Markdown report")
     ev.add_argument("--plot", type=Path, default=None, help="write a PNG plot")
     ev.add_argument("--calibrate", action="store_true", help="fit the no-answer threshold and save it in the index")
-    ev.add_argument("--precision", type=float, default=None, help="with --calibrate: target precision of answered questions")
+    ev.add_argument(
+        "--precision", type=float, default=None, help="with --calibrate: target precision of answered questions"
+    )
     ev.set_defaults(func=cmd_eval)
 
     serve = sub.add_parser("serve", help="start the web chat")
@@ -190,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="qa: %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="qa: %(levelname)s: %(message)s"
+    )
     for noisy in ("faiss", "faiss.loader", "bm25s", "jieba", "sentence_transformers", "httpx", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
     if getattr(args, "max_chars", "absent") is None:

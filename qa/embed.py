@@ -75,7 +75,9 @@ def resolve_model(name_or_path: str, *, allow_download: bool | None = None) -> R
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "modules.json").exists() and not (path / "config.json").exists():
-            raise ModelError(f"{path} is a folder but holds no sentence-transformers model (no modules.json or config.json).")
+            raise ModelError(
+                f"{path} is a folder but holds no sentence-transformers model (no modules.json or config.json)."
+            )
         return ResolvedModel(str(path.resolve()), f"local folder {path.resolve()}", True)
     cached = _hub_cache_snapshot(name_or_path)
     if cached is not None:
@@ -103,7 +105,7 @@ def _hub_cache_snapshot(name: str) -> str | None:
         from huggingface_hub import snapshot_download
 
         return str(snapshot_download(name, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any failure means "not cached"
+    except Exception:
         return None
 
 
@@ -131,7 +133,9 @@ class SentenceTransformerEncoder:
     def _load(self) -> SentenceTransformer:
         resolved = resolve_model(self.name, allow_download=self.allow_download)
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # "Loading weights" bars would clutter the CLI
         try:
             model = SentenceTransformer(resolved.location, device="cpu", local_files_only=resolved.local_only)
         except Exception as exc:

@@ -24,10 +24,11 @@ import numpy as np
 
 from qa import calibration
 from qa.errors import QuerySetError
-from qa.search import MODES, Mode, Retriever, SearchResult
+from qa.search import Mode, Retriever, SearchResult
 from qa.split import normalize
 
 KS = (1, 3, 5, 10)
+MODES_ORDER: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,9 @@ def load_queries(path: str | Path) -> list[Query]:
         if not isinstance(q, str) or not q.strip():
             raise QuerySetError(f'{where}: "query" must be a non-empty string.')
         if not isinstance(answers, list) or not all(isinstance(a, str) and a.strip() for a in answers):
-            raise QuerySetError(f'{where}: "answers" must be a list of non-empty strings ([] for an unanswerable question).')
+            raise QuerySetError(
+                f'{where}: "answers" must be a list of non-empty strings ([] for an unanswerable question).'
+            )
         gold = d.get("passages", [])
         if not isinstance(gold, list) or not all(isinstance(g, str) for g in gold):
             raise QuerySetError(f'{where}: "passages" must be a list of passage ids.')
@@ -167,7 +170,8 @@ def summarize(rows: list[dict[str, Any]], k: int) -> dict[str, float]:
             for r in ans
         )
         m["ndcg@10"] = _mean(
-            _dcg([x for x in r["relevant_ranks"] if x <= 10]) / (_dcg(range(1, min(r["relevant_total"], 10) + 1)) or 1.0)
+            _dcg([x for x in r["relevant_ranks"] if x <= 10])
+            / (_dcg(range(1, min(r["relevant_total"], 10) + 1)) or 1.0)
             for r in ans
         )
         m["refused_answerable"] = _mean(not r["answered"] for r in ans)
@@ -226,16 +230,20 @@ def calibrate(result: EvalResult, retriever: Retriever, *, precision: float | No
     features = list(calibration.DENSE_FEATURES if retriever.has_dense else calibration.LEXICAL_FEATURES)
     usable = [r for r in result.rows if r["top_features"]]
     if len({r["answerable"] for r in usable}) < 2:
-        raise QuerySetError("Calibration needs both answerable and unanswerable questions (\"answers\": []) in the set.")
+        raise QuerySetError('Calibration needs both answerable and unanswerable questions ("answers": []) in the set.')
     x = np.array([[r["top_features"].get(f, 0.0) for f in features] for r in usable])
     y = np.array([1.0 if r["answerable"] else 0.0 for r in usable])
     # Fit on standardized features (so the regularization treats them alike), report raw weights.
     mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-9
     w_std, b_std = calibration.fit_logistic((x - mu) / sd, y, sample_weight=_balanced(y), l2=1.0)
     weights, bias = w_std / sd, b_std - float((w_std * mu / sd).sum())
-    cal: dict[str, Any] = {"features": features, "weights": [round(float(w), 4) for w in weights], "bias": round(bias, 4)}
+    cal: dict[str, Any] = {
+        "features": features,
+        "weights": [round(float(w), 4) for w in weights],
+        "bias": round(bias, 4),
+    }
     scores = [calibration.confidence({**cal, "threshold": 0.5}, dict(zip(features, row, strict=True))) for row in x]
-    cal["threshold"] = round(calibration.best_threshold(scores, y.astype(bool), precision), 4)
+    cal["threshold"] = round(calibration.best_threshold(scores, [bool(v) for v in y], precision), 4)
     cal.update(fitted=True, fitted_on=source, fitted_at=datetime.now(UTC).isoformat(timespec="seconds"),
                queries=len(usable), target_precision=precision)  # fmt: skip
     return cal
@@ -275,7 +283,7 @@ def breakdown_table(results: Sequence[EvalResult], attr: str = "by_kind", metric
         for r in results:
             d = getattr(r, attr).get(g, {})
             cells.append(_fmt(d.get(metric, d.get("abstain_recall"))))
-        hybrid = next((getattr(r, attr).get(g, {}) for r in results if r.mode == "hybrid"), {})
+        hybrid: dict[str, float] = next((getattr(r, attr).get(g, {}) for r in results if r.mode == "hybrid"), {})
         lines.append(f"| {g} ({n}) | " + " | ".join(cells) + f" | {_fmt(hybrid.get('mrr@10'))} |")
     return "\n".join(lines)
 
@@ -341,7 +349,9 @@ def write_plot(results: Sequence[EvalResult], path: Path) -> None:
     ks = list(range(1, results[0].k + 1))
     for r in results:
         ans = [row for row in r.rows if row["answerable"]]
-        curve = [_mean(row["first_relevant_rank"] is not None and row["first_relevant_rank"] <= n for row in ans) for n in ks]
+        curve = [
+            _mean(row["first_relevant_rank"] is not None and row["first_relevant_rank"] <= n for row in ans) for n in ks
+        ]
         ax1.plot(ks, curve, marker="o", label=r.mode)
     ax1.set(title="hit@k per mode", xlabel="k", ylabel="share of answerable questions", ylim=(0, 1.02), xticks=ks)
     ax1.grid(alpha=0.3)
@@ -349,7 +359,9 @@ def write_plot(results: Sequence[EvalResult], path: Path) -> None:
     main = next((r for r in results if r.mode == "hybrid"), results[0])
     bins = np.linspace(0, 1, 21)
     ax2.hist([row["confidence"] for row in main.rows if row["answerable"]], bins=bins, alpha=0.6, label="answerable")
-    ax2.hist([row["confidence"] for row in main.rows if not row["answerable"]], bins=bins, alpha=0.6, label="unanswerable")
+    ax2.hist(
+        [row["confidence"] for row in main.rows if not row["answerable"]], bins=bins, alpha=0.6, label="unanswerable"
+    )
     ax2.axvline(main.threshold, color="k", linestyle="--", label=f"threshold {main.threshold:.2f}")
     ax2.set(title=f"top-hit confidence ({main.mode})", xlabel="calibrated confidence", ylabel="questions")
     ax2.legend()
@@ -367,11 +379,13 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
     queries = load_queries(args.file)
     retriever = Retriever.load(args.index, fusion=args.fusion)
-    modes: list[Mode] = [m for m in MODES if m == "lexical" or retriever.has_dense] if args.mode == "all" else [args.mode]  # type: ignore[misc]
-    modes.sort(key=lambda m: ["hybrid", "dense", "lexical"].index(m))
+    wanted = ("hybrid", "dense", "lexical") if args.mode == "all" else (args.mode,)
+    modes: list[Mode] = [m for m in MODES_ORDER if m in wanted and (m == "lexical" or retriever.has_dense)]
     missing = missing_answers(queries, retriever)
     for qid, a in missing:
-        print(f"qa: warning: answer {a!r} of {qid} is in no passage of the index; it counts as a miss.", file=sys.stderr)
+        print(
+            f"qa: warning: answer {a!r} of {qid} is in no passage of the index; it counts as a miss.", file=sys.stderr
+        )
     results = [evaluate(retriever, queries, args.k, mode=m, progress=sys.stderr.isatty()) for m in modes]
     if args.calibrate:
         main = next((r for r in results if r.mode == "hybrid"), results[0])
@@ -380,7 +394,10 @@ def run_eval_command(args: argparse.Namespace) -> int:
         manifest["calibration"] = cal
         write_json_atomic(Path(args.index) / MANIFEST, manifest)
         retriever.index.manifest = manifest
-        print(f"Calibrated: threshold {cal['threshold']} (weights {cal['weights']}, bias {cal['bias']}), saved in {Path(args.index) / MANIFEST}", file=sys.stderr)
+        print(
+            f"Calibrated: threshold {cal['threshold']} (weights {cal['weights']}, bias {cal['bias']}), saved in {Path(args.index) / MANIFEST}",
+            file=sys.stderr,
+        )
         results = [evaluate(retriever, queries, args.k, mode=m) for m in modes]
     if args.json:
         print(json.dumps({r.mode: r.to_dict() for r in results}, ensure_ascii=False, indent=2))

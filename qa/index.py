@@ -36,9 +36,17 @@ import numpy as np
 from qa import __version__, calibration
 from qa.documents import Document, iter_files, read_documents
 from qa.embed import Encoder, SentenceTransformerEncoder, fingerprint, probe_vector
-from qa.errors import DocumentsError, IndexCorruptError, IndexMissingError, QAError
+from qa.errors import IndexCorruptError, IndexMissingError, QAError
 from qa.lexical import BM25_PARAMS, STOPWORDS, LexicalIndex
-from qa.split import DEFAULT_MAX_CHARS, DEFAULT_NEAR_DUP, Passage, Source, collapse_duplicates, split_document, split_sentences
+from qa.split import (
+    DEFAULT_MAX_CHARS,
+    DEFAULT_NEAR_DUP,
+    Passage,
+    Source,
+    collapse_duplicates,
+    split_document,
+    split_sentences,
+)
 from qa.vectors import FaissStore
 
 log = logging.getLogger(__name__)
@@ -225,7 +233,7 @@ def _params(max_chars: int, near_dup: float) -> dict[str, Any]:
             "name": "jieba",
             "version": jieba.__version__,
             "mode": "search",
-            "normalize": "NFKC+lower",
+            "normalize": "NFKC+lower+t2s",
             "stopwords_sha256": hashlib.sha256(" ".join(sorted(STOPWORDS)).encode()).hexdigest()[:16],
         },
         "bm25": dict(BM25_PARAMS),
@@ -445,14 +453,20 @@ def read_manifest(index_dir: str | Path) -> dict[str, Any]:
     path = folder / MANIFEST
     if not folder.exists() or not path.exists():
         if folder.exists() and any(folder.iterdir()):
-            raise IndexCorruptError(f"{path} is missing, so {folder} is not a usable index. Rebuild it: qa index build --index {folder}")
+            raise IndexCorruptError(
+                f"{path} is missing, so {folder} is not a usable index. Rebuild it: qa index build --index {folder}"
+            )
         raise IndexMissingError(f"No index in {folder}. Build it first: qa index build --index {folder}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexCorruptError(f"{path} is not valid JSON ({exc}). Rebuild the index: qa index build --index {folder}") from exc
+        raise IndexCorruptError(
+            f"{path} is not valid JSON ({exc}). Rebuild the index: qa index build --index {folder}"
+        ) from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IndexCorruptError(f"{path} is not a qa index manifest. Rebuild the index: qa index build --index {folder}")
+        raise IndexCorruptError(
+            f"{path} is not a qa index manifest. Rebuild the index: qa index build --index {folder}"
+        )
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexCorruptError(
             f"{folder} has index format {manifest.get('format_version')}, this qa reads format {FORMAT_VERSION}. "
@@ -469,7 +483,9 @@ def verify_files(folder: Path, manifest: dict[str, Any]) -> None:
         if not path.is_file():
             raise IndexCorruptError(f"Index file {path} is missing. {fix}")
         if path.stat().st_size != entry["bytes"]:
-            raise IndexCorruptError(f"Index file {path} is truncated or altered (size {path.stat().st_size}, expected {entry['bytes']}). {fix}")
+            raise IndexCorruptError(
+                f"Index file {path} is truncated or altered (size {path.stat().st_size}, expected {entry['bytes']}). {fix}"
+            )
         if sha256_file(path) != entry["sha256"]:
             raise IndexCorruptError(f"Index file {path} is altered (checksum mismatch). {fix}")
 
@@ -487,7 +503,9 @@ def load_index(index_dir: str | Path) -> LoadedIndex:
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise IndexCorruptError(f"Index in {folder} cannot be read ({exc}). {fix}") from exc
     if len(passages) != manifest["passage_count"]:
-        raise IndexCorruptError(f"{folder / 'passages.jsonl'} holds {len(passages)} passages, the manifest says {manifest['passage_count']}. {fix}")
+        raise IndexCorruptError(
+            f"{folder / 'passages.jsonl'} holds {len(passages)} passages, the manifest says {manifest['passage_count']}. {fix}"
+        )
     loaded = LoadedIndex(folder, manifest, passages, lexical, by_id={p.id: i for i, p in enumerate(passages)})
     if manifest.get("model"):
         try:
@@ -496,7 +514,9 @@ def load_index(index_dir: str | Path) -> LoadedIndex:
         except (OSError, ValueError) as exc:
             raise IndexCorruptError(f"Vectors in {folder} cannot be read ({exc}). {fix}") from exc
         store = manifest["vector_store"]
-        loaded.store = FaissStore.load(folder / "dense.faiss", kind=store["kind"], dimension=store["dimension"], count=store["count"])
+        loaded.store = FaissStore.load(
+            folder / "dense.faiss", kind=store["kind"], dimension=store["dimension"], count=store["count"]
+        )
         if loaded.vectors.shape != (store["count"], store["dimension"]) or len(loaded.units) != store["count"]:
             raise IndexCorruptError(f"Vectors in {folder} do not match the manifest. {fix}")
     return loaded

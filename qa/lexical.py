@@ -13,6 +13,7 @@ from pathlib import Path
 import bm25s
 import jieba
 import numpy as np
+import opencc
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
@@ -22,16 +23,195 @@ BM25_PARAMS = {"k1": 1.2, "b": 0.75, "method": "lucene"}
 # Function words and question words: they carry no topic, and in a question they would
 # only pull in passages that happen to use the same particles.
 STOPWORDS = frozenset(
-    """
-    的 地 得 了 着 过 是 在 和 与 及 或 而 并 也 都 就 又 还 把 被 让 给 对 从 向 于 以 之 其 这 那
-    这个 那个 这些 那些 这样 那样 这里 那里 此 该 各 每 某 个 之一 等 等等 们 我 你 他 她 它 我们 你们 他们
-    咱们 自己 吗 呢 吧 啊 呀 哦 么 嘛 啦 什么 怎么 怎样 怎么样 如何 为什么 为何 哪 哪些 哪个 哪里 哪儿 几
-    多少 多久 谁 何 何时 什么时候 是否 是不是 有没有 能否 可以 能 会 要 请问 请 一下 一个 有 没有 没 不 很
-    吗？ 啥 咋 嗯 呢？ 所 所以 因为 如果 但 但是 然后 以及 关于 通过 进行 对于 由于 还是 或者 及其
-    a an the of to in on at for by with from and or is are was were be been being do does did
-    what which who whom whose when where why how many much that this these those it its as
-    into about than then there their they them he she his her we our you your i me my
-    """.split()
+    [
+        "的",
+        "地",
+        "得",
+        "了",
+        "着",
+        "过",
+        "是",
+        "在",
+        "和",
+        "与",
+        "及",
+        "或",
+        "而",
+        "并",
+        "也",
+        "都",
+        "就",
+        "又",
+        "还",
+        "把",
+        "被",
+        "让",
+        "给",
+        "对",
+        "从",
+        "向",
+        "于",
+        "以",
+        "之",
+        "其",
+        "这",
+        "那",
+        "这个",
+        "那个",
+        "这些",
+        "那些",
+        "这样",
+        "那样",
+        "这里",
+        "那里",
+        "此",
+        "该",
+        "各",
+        "每",
+        "某",
+        "个",
+        "之一",
+        "等",
+        "等等",
+        "们",
+        "我",
+        "你",
+        "他",
+        "她",
+        "它",
+        "我们",
+        "你们",
+        "他们",
+        "咱们",
+        "自己",
+        "吗",
+        "呢",
+        "吧",
+        "啊",
+        "呀",
+        "哦",
+        "么",
+        "嘛",
+        "啦",
+        "什么",
+        "怎么",
+        "怎样",
+        "怎么样",
+        "如何",
+        "为什么",
+        "为何",
+        "哪",
+        "哪些",
+        "哪个",
+        "哪里",
+        "哪儿",
+        "几",
+        "多少",
+        "多久",
+        "谁",
+        "何",
+        "何时",
+        "什么时候",
+        "是否",
+        "是不是",
+        "有没有",
+        "能否",
+        "可以",
+        "能",
+        "会",
+        "要",
+        "请问",
+        "请",
+        "一下",
+        "一个",
+        "有",
+        "没有",
+        "没",
+        "不",
+        "很",
+        "吗？",
+        "啥",
+        "咋",
+        "嗯",
+        "呢？",
+        "所",
+        "所以",
+        "因为",
+        "如果",
+        "但",
+        "但是",
+        "然后",
+        "以及",
+        "关于",
+        "通过",
+        "进行",
+        "对于",
+        "由于",
+        "还是",
+        "或者",
+        "及其",
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "by",
+        "with",
+        "from",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "do",
+        "does",
+        "did",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "many",
+        "much",
+        "that",
+        "this",
+        "these",
+        "those",
+        "it",
+        "its",
+        "as",
+        "into",
+        "about",
+        "than",
+        "then",
+        "there",
+        "their",
+        "they",
+        "them",
+        "he",
+        "she",
+        "his",
+        "her",
+        "we",
+        "our",
+        "you",
+        "your",
+        "i",
+        "me",
+        "my",
+    ]
 )
 
 _WORD = re.compile(r"\w", re.UNICODE)
@@ -67,9 +247,17 @@ def warm_up() -> None:
     _tokenizer()
 
 
+_t2s = opencc.OpenCC("t2s")
+
+
+def fold(text: str) -> str:
+    """The form keywords are compared in: NFKC, lower case, traditional characters as simplified."""
+    return str(_t2s.convert(unicodedata.normalize("NFKC", text).lower()))
+
+
 def tokenize(text: str, *, keep_stopwords: bool = False) -> list[str]:
-    """jieba search-mode tokens of `text`: NFKC, lower case, punctuation and stopwords dropped."""
-    norm = unicodedata.normalize("NFKC", text).lower()
+    """jieba search-mode tokens of `fold(text)`, punctuation and stopwords dropped."""
+    norm = fold(text)
     tokens = []
     for tok in _tokenizer().cut_for_search(norm):
         tok = tok.strip()

@@ -20,8 +20,8 @@ from qa import calibration
 from qa.embed import Encoder, SentenceTransformerEncoder, fingerprint
 from qa.errors import IndexMismatchError, QueryError
 from qa.index import DEFAULT_INDEX, LoadedIndex, load_index, stale_documents
-from qa.lexical import tokenize
-from qa.split import Passage, Source, normalize
+from qa.lexical import fold, tokenize
+from qa.split import Passage, Source
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ FUSIONS: tuple[str, ...] = get_args(Fusion)
 MAX_QUERY_CHARS = 1000
 MAX_K = 100
 RRF_K = 60
+# Hybrid fusion: measured on tests/data/queries.jsonl (see README "Retrieval quality"):
+# a weighted sum of min-max-normalized cosine and max-normalized BM25 beat RRF and dense-first.
+DEFAULT_FUSION: Fusion = "weighted"
 WEIGHT_DENSE = 0.6
 CANDIDATES = 50
 REFERENCE = 10  # how many of the best dense scores a hit's score is compared with
@@ -108,7 +111,7 @@ class _Scored:
 class Retriever:
     """Search an index folder. Thread-safe: any number of threads may call `search`."""
 
-    def __init__(self, index: LoadedIndex, encoder: Encoder | None = None, *, fusion: Fusion = "rrf") -> None:
+    def __init__(self, index: LoadedIndex, encoder: Encoder | None = None, *, fusion: Fusion = DEFAULT_FUSION) -> None:
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         self.index = index
@@ -122,12 +125,13 @@ class Retriever:
                 f"Index in {index.folder} was built with {model['name']} but the configured model is "
                 f"{encoder.name}. Rebuild it: qa index build --index {index.folder} --model {encoder.name}"
             )
+        _check_calibration(index)
         self._unit_rows = _group_units(index.units, len(index.passages)) if index.units is not None else []
         self._positions = {(s.file, s.order): i for i, p in enumerate(index.passages) for s in p.sources}
 
     @classmethod
     def load(cls, index_dir: str | Path = DEFAULT_INDEX, *, encoder: Encoder | None = None, model: str | None = None,
-             fusion: Fusion = "rrf", check_stale: bool = True) -> Retriever:  # fmt: skip
+             fusion: Fusion = DEFAULT_FUSION, check_stale: bool = True) -> Retriever:  # fmt: skip
         """Load and verify an index; warn when the documents on disk changed since it was built."""
         index = load_index(index_dir)
         if encoder is None and model is not None:
@@ -218,7 +222,7 @@ class Retriever:
     def search(self, query: str, k: int = 5, *, mode: Mode = "hybrid", threshold: float | None = None) -> SearchResult:
         """The `k` best passages for `query`, and whether they answer it."""
         if not isinstance(query, str) or not query.strip():
-            raise QueryError("The query is empty. Ask a question, e.g. qa ask \"上海全市核酸筛查采样了多少人\"")
+            raise QueryError('The query is empty. Ask a question, e.g. qa ask "上海全市核酸筛查采样了多少人"')
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not 1 <= k <= MAX_K:
@@ -245,7 +249,9 @@ class Retriever:
         hits = []
         for rank, s in enumerate(scored, start=1):
             p = self.index.passages[s.idx]
-            feats = hit_features(s.dense, _reference(reference, s.idx), _coverage(tokens, weights, p.text), latin, s.lexical)
+            feats = hit_features(
+                s.dense, _reference(reference, s.idx), _coverage(tokens, weights, p.text), latin, s.lexical
+            )
             conf = calibration.confidence(cal, feats)
             hits.append(
                 Hit(rank, s.score, p.text, p.sources, highlight_spans(p.text, tokens), p.id, conf, conf < limit,
@@ -327,6 +333,20 @@ class Retriever:
         return None
 
 
+def _check_calibration(index: LoadedIndex) -> None:
+    cal = index.manifest.get("calibration") or {}
+    known = set(hit_features(0.0, None, 0.0, 0.0, 0.0))
+    features, weights = cal.get("features"), cal.get("weights")
+    if (
+        not isinstance(features, list) or not isinstance(weights, list) or len(features) != len(weights)
+        or not set(features) <= known or not isinstance(cal.get("threshold"), int | float)
+    ):  # fmt: skip
+        raise IndexMismatchError(
+            f"The calibration in {index.folder / 'manifest.json'} does not fit this version of qa "
+            f"(features {features}). Rebuild the index: qa index build --index {index.folder} --force"
+        )
+
+
 def _probe_text() -> str:
     from qa.embed import PROBE_TEXT
 
@@ -369,23 +389,23 @@ def _coverage(tokens: list[str], weights: np.ndarray, text: str) -> float:
     """IDF-weighted share of the query's keywords that occur in `text`."""
     if not tokens:
         return 0.0
-    norm = normalize(text)
+    norm = re.sub(r"\s+", "", fold(text))
     total = float(weights.sum())
     if total <= 0:
         return 0.0
-    found = sum(float(w) for t, w in zip(tokens, weights, strict=True) if normalize(t) in norm)
+    found = sum(float(w) for t, w in zip(tokens, weights, strict=True) if t in norm)
     return found / total
 
 
 def highlight_spans(text: str, tokens: list[str]) -> tuple[tuple[int, int], ...]:
-    """Character spans of `text` where query terms occur (matched after NFKC and lower-casing)."""
+    """Character spans of `text` where query terms occur (compared in `fold`ed form)."""
     terms = {t for t in tokens if len(t) >= 2 or t.isdigit()}
     if not terms:
         return ()
     chars: list[str] = []
     origin: list[int] = []
     for i, ch in enumerate(text):
-        for c in unicodedata.normalize("NFKC", ch).lower():
+        for c in fold(ch):
             chars.append(c)
             origin.append(i)
     norm = "".join(chars)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from qa.documents import Document
 
-DEFAULT_MAX_CHARS = 200
+DEFAULT_MAX_CHARS = 300  # measured: 120 / 200 / 300 (see README)
 DEFAULT_NEAR_DUP = 0.9
 SHINGLE = 3
 NEAR_DUP_MIN_CHARS = 30

@@ -44,6 +44,7 @@ class FaissStore:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = vectors.shape
         use_hnsw = n >= HNSW_MIN_VECTORS if approximate is None else approximate
+        index: faiss.Index
         if use_hnsw:
             index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efSearch = HNSW_EF_SEARCH
@@ -86,7 +87,9 @@ class FaissStore:
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
-            raise IndexCorruptError(f"{path} is not a readable FAISS index ({exc}). Rebuild it: qa index build") from exc
+            raise IndexCorruptError(
+                f"{path} is not a readable FAISS index ({exc}). Rebuild it: qa index build"
+            ) from exc
         if index.d != dimension or index.ntotal != count:
             raise IndexCorruptError(
                 f"{path} holds {index.ntotal} vectors of dimension {index.d}, but the manifest says "

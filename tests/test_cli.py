@@ -54,7 +54,9 @@ def test_empty_question_exits_2(lexical_index: Path, capsys, query: str):
 def test_missing_index_and_docs_say_what_to_run(tmp_path: Path, capsys):
     assert main(["ask", "上海", "--index", str(tmp_path / "none")]) == 1
     assert "qa index build" in capsys.readouterr().err
-    assert main(["index", "build", "--docs", str(tmp_path / "nodocs"), "--index", str(tmp_path / "i"), "--no-dense"]) == 1
+    assert (
+        main(["index", "build", "--docs", str(tmp_path / "nodocs"), "--index", str(tmp_path / "i"), "--no-dense"]) == 1
+    )
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -33,3 +33,9 @@ def test_bm25_ranks_and_round_trips_without_pickle(tmp_path: Path):
     again = LexicalIndex.load(tmp_path / "bm25")
     assert np.allclose(again.scores(q), scores)
     assert again.scores(["不存在的词"]).sum() == 0
+
+
+def test_traditional_characters_match_simplified_text():
+    assert "四宝" in tokenize("防疫四寶是指哪四樣措施")
+    index = LexicalIndex.build(["防疫四宝：口罩、消毒液、体温计和手套。", "其他内容。"])
+    assert index.scores(tokenize("防疫四寶"))[0] > 0

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from qa.cli import main
+from qa.embed import HashEncoder
+from qa.errors import QuerySetError
+from qa.evaluate import evaluate, load_queries, missing_answers, summarize
+from qa.search import Retriever
+from tests.conftest import QUERIES
+
+
+def _write(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"id": "a", "query": "上海", "answers": ["x"]', "not valid JSON"),
+        ('["not", "an", "object"]', "expected a JSON object"),
+        ('{"id": "a", "query": "  ", "answers": []}', '"query" must be'),
+        ('{"id": "a", "query": "上海", "answers": "2566.5万人"}', '"answers" must be a list'),
+        ('{"id": "a", "query": "上海", "answers": [""]}', '"answers" must be a list'),
+    ],
+)
+def test_malformed_lines_are_reported_with_their_number(tmp_path: Path, line: str, message: str):
+    good = '{"id": "ok", "query": "上海", "answers": []}'
+    path = _write(tmp_path, [good, "", line])
+    with pytest.raises(QuerySetError, match=rf"q\.jsonl:3: .*{message}"):
+        load_queries(path)
+
+
+def test_duplicate_ids_and_missing_files(tmp_path: Path):
+    row = '{"id": "a", "query": "上海", "answers": []}'
+    with pytest.raises(QuerySetError, match="duplicate id"):
+        load_queries(_write(tmp_path, [row, row]))
+    with pytest.raises(QuerySetError, match="does not exist"):
+        load_queries(tmp_path / "none.jsonl")
+
+
+def test_the_shipped_query_set_is_broad_and_every_answer_is_in_the_corpus(hash_index: Path):
+    queries = load_queries(QUERIES)
+    kinds = [q.kind for q in queries]
+    assert len(queries) >= 80
+    assert kinds.count("english") >= 10 and kinds.count("unanswerable") >= 10
+    assert {"fact", "keyword", "why", "how", "mixed", "typo"} <= set(kinds)
+    assert all(q.answerable == (q.kind != "unanswerable") for q in queries)
+    retriever = Retriever.load(hash_index, encoder=HashEncoder())
+    assert missing_answers(queries, retriever) == []
+    files = {s.file for p in retriever.index.passages for s in p.sources
+             for q in queries if any(a in p.text for a in q.answers)}  # fmt: skip
+    assert len(files) == 5, "the set must cover all five seed documents"
+
+
+def test_metrics_on_a_hand_made_example():
+    rows = [
+        {"answerable": True, "first_relevant_rank": 1, "relevant_ranks": [1, 3], "relevant_total": 2, "answered": True},
+        {"answerable": True, "first_relevant_rank": 4, "relevant_ranks": [4], "relevant_total": 1, "answered": False},
+        {"answerable": True, "first_relevant_rank": None, "relevant_ranks": [], "relevant_total": 1, "answered": True},
+        {
+            "answerable": False,
+            "first_relevant_rank": None,
+            "relevant_ranks": [],
+            "relevant_total": 0,
+            "answered": False,
+        },
+        {"answerable": False, "first_relevant_rank": None, "relevant_ranks": [], "relevant_total": 0, "answered": True},
+    ]
+    m = summarize(rows, k=10)
+    assert m["hit@1"] == pytest.approx(1 / 3, abs=1e-3)
+    assert m["hit@5"] == pytest.approx(2 / 3, abs=1e-3)
+    assert m["mrr@10"] == pytest.approx((1 + 0.25) / 3, abs=1e-3)
+    assert m["recall@10"] == pytest.approx((1 + 1 + 0) / 3, abs=1e-3)
+    assert m["abstain_precision"] == 0.5 and m["abstain_recall"] == 0.5
+    assert m["refused_answerable"] == pytest.approx(1 / 3, abs=1e-3)
+
+
+def test_evaluate_uses_the_same_search(hash_index: Path):
+    retriever = Retriever.load(hash_index, encoder=HashEncoder())
+    queries = load_queries(QUERIES)[:12]
+    result = evaluate(retriever, queries, k=5, mode="lexical")
+    assert len(result.rows) == 12 and 0 <= result.metrics["hit@5"] <= 1
+    assert json.loads(result.to_json())["metrics"] == result.metrics
+
+
+def test_eval_command_writes_report_plot_and_calibration(hash_index: Path, tmp_path: Path, capsys):
+    index = tmp_path / "index"
+    shutil.copytree(hash_index, index)
+    lines = QUERIES.read_text(encoding="utf-8").splitlines()[:20] + [
+        '{"id": "bogus", "query": "上海", "answers": ["这句话不在语料里"], "kind": "fact"}',
+        '{"id": "u1", "query": "红烧肉怎么做", "answers": [], "kind": "unanswerable"}',
+    ]
+    qfile = _write(tmp_path, lines)
+    report, plot = tmp_path / "r.md", tmp_path / "p.png"
+    import qa.search
+
+    real_load = qa.search.Retriever.load.__func__  # type: ignore[attr-defined]
+
+    def load(cls, index_dir, **kw):
+        return real_load(cls, index_dir, encoder=HashEncoder(), **{k: v for k, v in kw.items() if k != "encoder"})
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(qa.search.Retriever, "load", classmethod(load))
+        code = main(
+            ["eval", str(qfile), "--index", str(index), "--report", str(report), "--plot", str(plot), "--calibrate"]
+        )
+    assert code == 0
+    out = capsys.readouterr()
+    assert "bogus" in out.err and "counts as a miss" in out.err
+    assert "| hit@1 |" in out.out and "hybrid" in out.out and "lexical" in out.out
+    text = report.read_text(encoding="utf-8")
+    assert "## Metrics per mode" in text and "## Per query: hybrid" in text and "bogus" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cal = json.loads((index / "manifest.json").read_text(encoding="utf-8"))["calibration"]
+    assert cal["fitted"] is True and cal["fitted_on"] == str(qfile)
+    Retriever.load(index, encoder=HashEncoder())  # the manifest change keeps the index loadable

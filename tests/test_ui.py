@@ -1,0 +1,335 @@
+"""The web chat (ui/app.py, ui/render.py): HTML escaping, uploads, and one live server
+driven through gradio_client, as a script or another program would use it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qa.errors import UploadError
+from qa.search import Hit, SearchResult
+from qa.split import Passage, Source
+from ui import render
+from ui.app import EXAMPLES, FeedbackLog, safe_filename, stage_label
+
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+UPLOAD_LIMIT = 64 * 1024
+# Raw HTML shown as text in a page: the parser turns the entities into `<script>` and `<img>`
+# characters in the passage text and the title, which the chat must escape again.
+XSS_DOC = """<html><head><title>&lt;img src=x onerror="window.__xss=1"&gt;安全测试</title></head><body>
+<h1>蓝鲸牌保温杯说明书</h1>
+<p>蓝鲸牌保温杯的容量是七百毫升，可以保温十二个小时。示例代码 &lt;script&gt;window.__xss=1&lt;/script&gt; 和 &lt;img src=x onerror="window.__xss=1"&gt; 都应显示为文字。</p>
+<script>window.__xss=1</script>
+</body></html>
+"""
+XSS_QUESTION = "蓝鲸牌保温杯的容量是多少"
+
+
+# ---------------------------------------------------------------- rendering, no server
+
+
+def _hit(text: str, highlights=(), evidence=None, sources=None, low=False) -> Hit:
+    sources = sources or (Source("a.txt", "标题", 3, 0, len(text), 1),)
+    return Hit(1, 0.5, text, sources, tuple(highlights), "id1", 0.8, low, evidence)
+
+
+def test_passage_spans_are_applied_to_raw_text_and_each_piece_escaped():
+    text = "前言<script>alert(1)</script>，核酸检测结果。"
+    start = text.index("核酸")
+    out = render.passage_html(text, [(start, start + 4)], (text.index("，") + 1, len(text)))
+    assert "<script" not in out
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in out
+    assert '<strong class="qa-evidence" title="最相关的句子"><mark>核酸检测</mark>结果。</strong>' in out
+
+
+def test_overlapping_and_out_of_range_spans_nest_properly():
+    text = "上海全市核酸筛查"
+    out = render.passage_html(text, [(0, 4), (2, 6), (7, 99), (5, 5)], (3, 7))
+    assert (
+        out
+        == '<mark>上海全</mark><strong class="qa-evidence" title="最相关的句子"><mark>市核酸</mark>筛</strong><mark>查</mark>'
+    )
+
+
+def test_every_source_of_a_collapsed_duplicate_is_cited_and_escaped():
+    sources = (Source("a<b>.txt", "<img src=x onerror=alert(1)>", 2, 0, 4, 0), Source("c.md", "丙 & 丁", 9, 0, 4, 5))
+    out = render.hit_html(_hit("重复段落", sources=sources))
+    assert "来源：&lt;img src=x onerror=alert(1)&gt; · a&lt;b&gt;.txt · 第2段" in out
+    assert "来源：丙 &amp; 丁 · c.md · 第9段" in out
+    assert "<img" not in out
+
+
+def test_neighbours_are_in_a_collapsed_details_element():
+    before = Passage("p0", "上一段<b>粗</b>", ())
+    out = render.hit_html(_hit("本段内容"), neighbours=lambda src: (before, None))
+    assert '<details class="qa-ctx"><summary>展开上下文</summary>' in out
+    assert "上文：上一段&lt;b&gt;粗&lt;/b&gt;" in out
+    assert "下文：" not in out
+    assert "<details" not in render.hit_html(_hit("本段内容"), neighbours=lambda src: (None, None))
+
+
+def test_not_found_says_so_and_marks_passages_low_confidence():
+    result = SearchResult("火星", False, [_hit("最接近的段落", low=True)], "hybrid", 0.1, 0.5)
+    out = render.answer_html(result)
+    assert render.NOT_FOUND in out
+    assert "低置信度" in out
+    assert render.NOT_FOUND in render.answer_html(SearchResult("？？", False, [], "hybrid", 0.0, 0.5))
+
+
+def test_question_is_escaped():
+    assert render.question_html("<img src=x onerror=alert(1)>") == (
+        '<span class="qa-question">&lt;img src=x onerror=alert(1)&gt;</span>'
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "safe"),
+    [
+        ("../../etc/passwd.md", "passwd.md"),
+        ("..\\..\\.bashrc.txt", "bashrc.txt"),
+        (".hidden.md", "hidden.md"),
+        ("报告 <2022>.HTML", "报告_2022.html"),
+        ("a..b.md", "a.b.md"),
+    ],
+)
+def test_safe_filename(name, safe):
+    assert safe_filename(name) == safe
+
+
+@pytest.mark.parametrize("name", ["run.py", "x.md.exe", "noext", "...md"])
+def test_safe_filename_refuses_other_types(name):
+    with pytest.raises(UploadError, match="只接受"):
+        safe_filename(name)
+
+
+def test_stage_labels_are_chinese():
+    assert stage_label("Embedding 3 new text units (1221 reused)") == ("向量化 3 个新文本单元（复用 1221 个）", 0.6)
+    assert stage_label("Reading documents in /x")[0] == "读取文档"
+
+
+def test_feedback_log_appends_one_line_per_vote(tmp_path):
+    log = FeedbackLog(tmp_path / "feedback" / "feedback.jsonl")
+    log.append({"vote": "up", "query": "问题", "hits": ["a", "b"]})
+    log.append({"vote": "down", "query": "问题", "hits": ["a"]})
+    lines = [json.loads(line) for line in log.path.read_text(encoding="utf-8").splitlines()]
+    assert [r["vote"] for r in lines] == ["up", "down"]
+    assert lines[0]["hits"] == ["a", "b"] and lines[0]["time"]
+
+
+# ---------------------------------------------------------------- one live server
+
+
+@dataclass
+class Server:
+    url: str
+    docs: Path
+    index: Path
+    feedback: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, seed_index, real_encoder) -> Iterator[Server]:
+    """The app over a copy of the seeds plus an HTML page with scripts, on a free local port."""
+    from qa.index import build_index
+    from qa.search import Retriever
+    from ui.app import create_app, launch_app
+
+    root = tmp_path_factory.mktemp("ui")
+    docs, index = root / "docs", root / "index"
+    shutil.copytree(SEEDS, docs)
+    (docs / "xss.html").write_text(XSS_DOC, encoding="utf-8")
+    shutil.copytree(seed_index, index)
+    build_index(docs, index, encoder=real_encoder)  # only the new page is embedded
+    retriever = Retriever.load(index, encoder=real_encoder)
+    feedback = root / "feedback" / "feedback.jsonl"
+    app = create_app(retriever, docs, feedback_path=feedback, max_upload_bytes=UPLOAD_LIMIT)
+    url = launch_app(app, host="127.0.0.1", port=free_port())
+    try:
+        yield Server(url, docs, index, feedback)
+    finally:
+        app.close(verbose=False)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server.url, verbose=False, download_files=False)
+
+
+def _search(client, question: str, **kwargs: Any) -> dict[str, Any]:
+    return client.predict(question, api_name="/search", **kwargs)
+
+
+def _upload(client, *paths: Path) -> str:
+    from gradio_client import handle_file
+
+    status, *_ = client.predict([handle_file(str(p)) for p in paths], api_name="/upload")
+    return status
+
+
+def test_server_binds_localhost(server):
+    assert server.url.startswith("http://127.0.0.1:")
+
+
+def test_question_returns_cited_passages(client):
+    result = _search(client, "上海全市核酸筛查采样了多少人")
+    assert result["answered"] is True
+    top = result["hits"][0]
+    assert "2566.5万人" in top["text"]
+    html = result["html"]
+    for hit in result["hits"]:
+        for s in hit["sources"]:
+            assert f"来源：{s['title']} · {s['file']} · 第{s['paragraph']}段" in html
+    assert "<mark>" in html and 'class="qa-evidence"' in html
+    assert "展开上下文" in html
+
+
+def test_chat_endpoint_appends_question_and_answer(client):
+    history, box = client.predict("上海全市核酸筛查采样了多少人", [], api_name="/chat")
+    assert box == ""
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    answer = history[1]["content"][0]["text"]
+    assert "2566.5万人" in answer and "来源：" in answer
+
+
+def test_not_found_answer_lists_low_confidence_passages(client):
+    result = _search(client, "上海全市核酸筛查采样了多少人", threshold=1.5)
+    assert result["answered"] is False
+    assert render.NOT_FOUND in result["html"]
+    assert result["html"].count("低置信度") >= len(result["hits"]) > 0
+
+
+def test_settings_reach_the_search(client):
+    result = _search(client, "上海全市核酸筛查采样了多少人", k=2, mode="lexical")
+    assert result["mode"] == "lexical" and len(result["hits"]) == 2
+
+
+def test_empty_question_is_a_clear_error(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="问题为空"):
+        _search(client, "   ")
+
+
+@pytest.mark.parametrize("question", EXAMPLES)
+def test_example_questions_are_answered(client, question):
+    assert _search(client, question)["answered"] is True, (
+        f"example {question!r} is not answered: replace it in ui/app.py"
+    )
+
+
+def test_document_content_and_titles_are_escaped(client):
+    result = _search(client, XSS_QUESTION)
+    top = result["hits"][0]
+    assert top["sources"][0]["file"] == "xss.html"
+    assert "<script>" in top["text"]  # the raw text does hold the markup …
+    html = result["html"]
+    assert "<script" not in html and "<img" not in html  # … the HTML never does
+    assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html
+    assert "来源：&lt;img src=x onerror=&quot;window.__xss=1&quot;&gt;安全测试 · xss.html" in html
+    history, _ = client.predict(XSS_QUESTION, [], api_name="/chat")
+    assert "<script" not in history[1]["content"][0]["text"]
+
+
+def test_upload_becomes_searchable(client, server, tmp_path):
+    note = tmp_path / "长颈鹿笔记.md"
+    note.write_text("# 长颈鹿笔记\n\n紫色长颈鹿每天傍晚在图书馆里阅读量子力学教材。\n", encoding="utf-8")
+    status = _upload(client, note)
+    assert "已加入：长颈鹿笔记.md" in status and "索引已更新" in status
+    assert (server.docs / "长颈鹿笔记.md").is_file()
+    top = _search(client, "紫色长颈鹿在图书馆里读什么")["hits"][0]
+    assert "量子力学教材" in top["text"]
+    assert top["sources"][0]["file"] == "长颈鹿笔记.md"
+
+
+def test_upload_never_overwrites_a_file(client, server, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "同名.txt", tmp_path / "b" / "同名.txt"
+    first.write_text("第一份同名文件：珊瑚礁里住着会唱歌的海马。\n", encoding="utf-8")
+    second.write_text("第二份同名文件：沙漠里的仙人掌会在月圆之夜开花。\n", encoding="utf-8")
+    assert "已加入：同名.txt" in _upload(client, first)
+    status = _upload(client, second)
+    assert "已加入：同名.txt（保存为 同名-2.txt）" in status
+    assert "珊瑚礁" in (server.docs / "同名.txt").read_text(encoding="utf-8")
+    assert "仙人掌" in (server.docs / "同名-2.txt").read_text(encoding="utf-8")
+    assert "内容与已有文档 同名.txt 相同" in _upload(client, first)
+
+
+def test_bad_uploads_are_refused_one_by_one_and_the_server_stays_up(client, server, tmp_path):
+    binary = tmp_path / "image.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    large = tmp_path / "large.md"
+    large.write_text("很长的文档。" * (UPLOAD_LIMIT // 10), encoding="utf-8")
+    empty = tmp_path / "empty.md"
+    empty.write_bytes(b"")
+    script = tmp_path / "evil.py"
+    script.write_text("import os\n", encoding="utf-8")
+    good = tmp_path / "good.md"
+    good.write_text("一份正常的文档：北极熊喜欢在冰面上晒太阳。\n", encoding="utf-8")
+    status = _upload(client, binary, large, empty, script, good)
+    assert "未加入：image.txt：看起来是二进制文件" in status
+    assert "未加入：large.md：文件太大" in status
+    assert "未加入：empty.md：文件是空的" in status
+    assert "未加入：evil.py：不支持这种文件类型" in status
+    assert "已加入：good.md" in status
+    assert (
+        sorted(p.name for p in server.docs.iterdir() if p.name in {"image.txt", "large.md", "empty.md", "evil.py"})
+        == []
+    )
+    assert _search(client, "上海全市核酸筛查采样了多少人")["answered"] is True
+
+
+def test_remove_document(client, server, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    doc = tmp_path / "待删除.md"
+    doc.write_text("这份待删除的文档说：橙色企鹅在火山口附近滑雪。\n", encoding="utf-8")
+    _upload(client, doc)
+    assert "橙色企鹅" in _search(client, "橙色企鹅在哪里滑雪")["hits"][0]["text"]
+    status, table, _ = client.predict("待删除.md", api_name="/remove")
+    assert "已删除：待删除.md" in status
+    assert "待删除.md" not in [row[1] for row in table["data"]]
+    assert not (server.docs / "待删除.md").exists()
+    assert all("橙色企鹅" not in h["text"] for h in _search(client, "橙色企鹅在哪里滑雪")["hits"])
+    with pytest.raises(AppError, match="索引里没有文档"):
+        client.predict("../index/manifest.json", api_name="/remove")
+    with pytest.raises(AppError, match="&lt;img src=x onerror=alert\\(1\\)&gt;"):  # errors show as HTML toasts
+        client.predict("<img src=x onerror=alert(1)>.md", api_name="/remove")
+    assert (server.index / "manifest.json").is_file()
+
+
+def test_docs_index_and_feedback_are_not_served(server):
+    for path in (server.docs / "xss.html", server.index / "manifest.json"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{server.url}gradio_api/file={path}", timeout=10)
+        assert err.value.code in (403, 404)
+
+
+def test_serve_updates_a_stale_index_then_reports_a_busy_port(server, seed_index, tmp_path, capsys):
+    from ui.app import serve
+
+    docs, index = tmp_path / "docs", tmp_path / "index"
+    shutil.copytree(SEEDS, docs)
+    shutil.copytree(seed_index, index)  # built from another folder: serve must bring it up to date
+    port = int(server.url.rstrip("/").rsplit(":", 1)[1])
+    assert serve(docs_dir=docs, index_dir=index, host="127.0.0.1", port=port) == 1
+    err = capsys.readouterr().err
+    assert f"Updating the index in {index}" in err and "Index ready" in err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and f"--port {port + 1}" in err

@@ -1,0 +1,552 @@
+"""The Gradio chat app: ask questions, read cited passages, manage the documents.
+
+    serve(docs_dir, index_dir)    what `qa serve` runs: update the index, warm up, launch
+    create_app(retriever, docs)   the gr.Blocks, for tests and embedding
+    launch_app(app, host, port)   queue limits and safe launch options, shared by both
+
+The app imports `qa`; `qa` never imports Gradio. All HTML comes from `ui.render`,
+which escapes every piece of corpus and user text; toasts (which Gradio renders as
+HTML) get file names and error messages escaped too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+import unicodedata
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr
+
+from qa.documents import SUFFIXES, UnreadableFile, parse_document
+from qa.embed import Encoder, SentenceTransformerEncoder
+from qa.errors import IndexMissingError, QAError, QueryError, UploadError
+from qa.index import BuildReport, build_index, read_manifest, stale_documents
+from qa.search import MAX_K, MAX_QUERY_CHARS, MODES, Mode, Retriever
+from ui.render import CSS, answer_html, esc, question_html
+
+DEFAULT_K = 5
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+# Searches take tens of milliseconds of CPU (one query embedding, FAISS, BM25), so a few
+# at a time keep the cores busy without piling up threads; beyond QUEUE_MAX_SIZE waiting
+# events Gradio answers at once with "This application is currently busy" instead of
+# letting requests hang. Index updates run one at a time (their own concurrency group).
+QUEUE_CONCURRENCY = 4
+QUEUE_MAX_SIZE = 32
+# Questions the seed corpus answers (checked by tests/test_ui.py).
+EXAMPLES = (
+    "上海全市核酸筛查采样了多少人",
+    "人类战胜传染病最有效的办法是什么",
+    "张文宏医生在微博上把这次疫情比作了什么",
+    "温杯烫盏是什么意思",
+    "How many medical workers did 15 provinces send to support Shanghai?",
+)
+MODE_CHOICES = [("混合（语义 + 关键词）", "hybrid"), ("语义", "dense"), ("关键词", "lexical")]
+DOC_HEADERS = ["标题", "文件", "段落数"]
+FONTS = ["PingFang SC", "Noto Sans CJK SC", "Microsoft YaHei", "system-ui", "sans-serif"]
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- uploads
+
+
+def safe_filename(name: str) -> str:
+    """A name that is safe to create in the documents folder: no folders, no leading dot,
+    letters (any script), digits, `-`, `_` and `.` only, and a document suffix."""
+    base = re.split(r"[\\/]", unicodedata.normalize("NFKC", name))[-1]
+    base = re.sub(r"[^\w.\-]+", "_", base, flags=re.UNICODE).strip("._ ")
+    base = re.sub(r"\.{2,}", ".", base)
+    stem, dot, suffix = base.rpartition(".")
+    if not dot or f".{suffix.lower()}" not in SUFFIXES:
+        allowed = " ".join(sorted(SUFFIXES))
+        raise UploadError(f"不支持这种文件类型，只接受 {allowed}")
+    stem = stem.strip("._-")[:80] or "document"
+    return f"{stem}.{suffix.lower()}"
+
+
+def _unreadable_reason(exc: UnreadableFile) -> str:
+    text = str(exc)
+    if "binary" in text:
+        return "看起来是二进制文件，不是文本"
+    if "neither UTF-8" in text:
+        return "编码无法识别（只支持 UTF-8、UTF-16、GB18030/GBK）"
+    if "no text" in text:
+        return "没有可读的文字"
+    return text
+
+
+def _store_new(folder: Path, name: str, raw: bytes) -> str:
+    """Write `raw` under `name` in `folder`, or under name-2, name-3 … if taken; never overwrite."""
+    stem, suffix = name.rsplit(".", 1)
+    for n in range(1, 1000):
+        candidate = name if n == 1 else f"{stem}-{n}.{suffix}"
+        try:
+            fd = os.open(folder / candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        return candidate
+    raise UploadError(f"文档文件夹里已有太多名为 {name} 的文件")
+
+
+@dataclass
+class UploadOutcome:
+    """What an upload did: files stored (original name, stored name), files refused (name, reason)."""
+
+    stored: list[tuple[str, str]] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    report: BuildReport | None = None
+
+    def summary(self) -> str:
+        lines = []
+        for orig, name in self.stored:
+            lines.append(f"已加入：{orig}" + (f"（保存为 {name}）" if name != orig else ""))
+        for orig, reason in self.refused:
+            lines.append(f"未加入：{orig}：{reason}")
+        if self.report is not None:
+            r = self.report
+            lines.append(
+                f"索引已更新：{r.documents} 个文档，{r.passages} 个段落（新向量化 {r.embedded} 个文本单元，复用 {r.reused} 个）。"
+            )
+        return "\n".join(lines) or "没有选择文件。"
+
+
+# ---------------------------------------------------------------- index updates
+
+_STAGES = (
+    ("Reading documents", "读取文档", 0.1),
+    ("Splitting", "切分段落", 0.25),
+    ("Indexing keywords", "建立关键词索引", 0.4),
+    ("Loading model", "加载模型", 0.5),
+    ("Embedding", "向量化新段落", 0.6),
+)
+
+
+def stage_label(msg: str) -> tuple[str, float]:
+    """A build stage message of `build_index` in Chinese, and how far along it is."""
+    for prefix, label, done in _STAGES:
+        if msg.startswith(prefix):
+            m = re.match(r"Embedding (\d+) new text units \((\d+) reused\)", msg)
+            if m:
+                label = f"向量化 {m.group(1)} 个新文本单元（复用 {m.group(2)} 个）"
+            return label, done
+    return msg, 0.5
+
+
+class Library:
+    """The retriever in use, its documents folder, and index updates one at a time.
+
+    Searches read `self.retriever` and keep working on the old index while an update
+    runs; the new retriever is swapped in only once it has loaded.
+    """
+
+    def __init__(self, retriever: Retriever, docs_dir: str | Path, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> None:
+        self._retriever = retriever
+        self.docs_dir = Path(docs_dir)
+        self.index_dir = Path(retriever.index.folder)
+        self.max_upload_bytes = max_upload_bytes
+        self._lock = threading.Lock()
+
+    @property
+    def retriever(self) -> Retriever:
+        return self._retriever
+
+    def documents(self) -> list[dict[str, Any]]:
+        return self._retriever.documents()
+
+    def add_files(self, paths: Sequence[str | Path], on_stage: Callable[[str], None] | None = None) -> UploadOutcome:
+        """Check each file by content, store the good ones under safe new names, update the index.
+
+        A refused file is reported and the others go on; if the index update fails, the
+        stored files are removed again so the folder and the index stay in step.
+        """
+        out = UploadOutcome()
+        with self._lock:
+            known = {d["sha256"]: d["file"] for d in self.documents()}
+            for path in paths:
+                orig = Path(path).name
+                try:
+                    raw = self._check(Path(path), orig)
+                    digest = hashlib.sha256(raw).hexdigest()
+                    if digest in known:
+                        raise UploadError(f"内容与已有文档 {known[digest]} 相同")
+                    stored = _store_new(self.docs_dir, safe_filename(orig), raw)
+                    known[digest] = stored
+                    out.stored.append((orig, stored))
+                except UploadError as exc:
+                    out.refused.append((orig, str(exc)))
+                except OSError as exc:
+                    out.refused.append((orig, f"无法读取或保存（{exc.strerror or exc}）"))
+            if out.stored:
+                try:
+                    out.report = self._rebuild(on_stage)
+                except Exception as exc:
+                    for _, name in out.stored:
+                        (self.docs_dir / name).unlink(missing_ok=True)
+                    raise UploadError(f"索引更新失败，上传已撤销：{exc}") from exc
+        return out
+
+    def _check(self, path: Path, orig: str) -> bytes:
+        name = safe_filename(orig)
+        size = path.stat().st_size
+        if size == 0:
+            raise UploadError("文件是空的")
+        if size > self.max_upload_bytes:
+            raise UploadError(f"文件太大（{size / 1048576:.1f} MB），上限是 {self.max_upload_bytes / 1048576:g} MB")
+        raw = path.read_bytes()
+        try:
+            parse_document(raw, name)
+        except UnreadableFile as exc:
+            raise UploadError(_unreadable_reason(exc)) from exc
+        return raw
+
+    def remove(self, file: str, on_stage: Callable[[str], None] | None = None) -> BuildReport:
+        """Delete an indexed document's file and update the index (the file comes back if that fails)."""
+        with self._lock:
+            indexed = {d["file"] for d in self.documents()}
+            if file not in indexed:
+                raise QAError(f"索引里没有文档 {file}")
+            if len(indexed) == 1:
+                raise QAError("这是最后一个文档，不能删除：索引至少需要一个文档")
+            root = self.docs_dir.resolve()
+            path = (root / file).resolve()
+            if not path.is_relative_to(root) or not path.is_file():
+                raise QAError(f"文档文件夹里找不到 {file}")
+            raw = path.read_bytes()
+            path.unlink()
+            try:
+                return self._rebuild(on_stage)
+            except Exception:
+                path.write_bytes(raw)
+                raise
+
+    def _rebuild(self, on_stage: Callable[[str], None] | None) -> BuildReport:
+        old = self._retriever
+        manifest = old.manifest
+        encoder = old.encoder if old.has_dense else None
+        report = build_index(
+            self.docs_dir, self.index_dir, encoder=encoder, dense=old.has_dense,
+            max_chars=manifest["splitter"]["max_chars"], near_dup=manifest["splitter"]["near_dup"], on_stage=on_stage,
+        )  # fmt: skip
+        if on_stage:
+            on_stage("Loading the new index")
+        new = Retriever.load(self.index_dir, encoder=encoder, fusion=old.fusion, check_stale=False)
+        new.warm_up()
+        self._retriever = new
+        return report
+
+
+# ---------------------------------------------------------------- feedback
+
+
+class FeedbackLog:
+    """Votes appended to a JSONL file, one line per vote."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps({"time": datetime.now(UTC).isoformat(timespec="seconds"), **record}, ensure_ascii=False)
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
+
+def default_feedback_path(index_dir: str | Path) -> Path:
+    """feedback/feedback.jsonl beside the index folder."""
+    return Path(index_dir).resolve().parent / "feedback" / "feedback.jsonl"
+
+
+def _vote(liked: Any) -> str:
+    if liked is True:
+        return "up"
+    if liked is False:
+        return "down"
+    return str(liked) if liked else "cleared"  # "" when a thumb is clicked again to take the vote back
+
+
+# ---------------------------------------------------------------- the app
+
+
+@dataclass(frozen=True)
+class _LaunchOptions:
+    protected: tuple[str, ...]
+    max_upload_bytes: int
+
+
+_LAUNCH: weakref.WeakKeyDictionary[gr.Blocks, _LaunchOptions] = weakref.WeakKeyDictionary()
+
+
+def _doc_rows(library: Library) -> list[list[Any]]:
+    return [[d["title"], d["file"], d["passages"]] for d in library.documents()]
+
+
+def _doc_choices(library: Library) -> list[str]:
+    return [d["file"] for d in library.documents()]
+
+
+def create_app(
+    source: Retriever | str | Path,
+    docs_dir: str | Path | None = None,
+    *,
+    encoder: Encoder | None = None,
+    feedback_path: str | Path | None = None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    examples: Sequence[str] = EXAMPLES,
+) -> gr.Blocks:
+    """The chat app over a loaded `Retriever` (or an index folder), its documents in `docs_dir`
+    (default: the folder the index was built from)."""
+    retriever = source if isinstance(source, Retriever) else Retriever.load(source, encoder=encoder)
+    docs = Path(docs_dir) if docs_dir is not None else Path(retriever.manifest["docs_dir"])
+    library = Library(retriever, docs, max_upload_bytes=max_upload_bytes)
+    feedback = FeedbackLog(feedback_path or default_feedback_path(library.index_dir))
+    modes = MODE_CHOICES if retriever.has_dense else [c for c in MODE_CHOICES if c[1] == "lexical"]
+    limit_mb = f"{max_upload_bytes / 1048576:g}"
+
+    def respond(message: str, history: list[dict[str, Any]], k: float, mode: str, threshold: float,
+                records: dict[int, dict[str, Any]]) -> tuple[list[dict[str, Any]], str, dict[int, dict[str, Any]]]:  # fmt: skip
+        question = (message or "").strip()
+        if not question:
+            gr.Warning("请先输入问题。")
+            return history, "", records
+        r = library.retriever
+        try:
+            result = r.search(question, k=int(k), mode=mode, threshold=float(threshold))  # type: ignore[arg-type]
+        except (QAError, ValueError) as exc:
+            raise gr.Error(f"无法搜索：{esc(str(exc))}") from exc
+        history = [
+            *history,
+            {"role": "user", "content": question_html(question)},
+            {"role": "assistant", "content": answer_html(result, r.neighbours)},
+        ]
+        record = {"query": result.query, "hits": [h.id for h in result.hits], "answered": result.answered,
+                  "mode": result.mode, "k": int(k)}  # fmt: skip
+        return history, "", {**records, len(history) - 1: record}
+
+    def on_like(records: dict[int, dict[str, Any]], data: gr.LikeData) -> None:
+        index = data.index[0] if isinstance(data.index, list | tuple) else data.index
+        record = records.get(int(index))
+        if record is None:
+            return
+        feedback.append({"vote": _vote(data.liked), **record})
+        gr.Info("已记录反馈，谢谢！")
+
+    def search(
+        question: str, k: int = DEFAULT_K, mode: Mode = "hybrid", threshold: float | None = None
+    ) -> dict[str, Any]:
+        """Search the documents. Returns the result as JSON: answered, confidence, threshold,
+        hits (rank, score, text, sources, highlights, evidence, confidence), and `html`, the
+        rendered answer as the chat shows it."""
+        if mode not in MODES:
+            raise gr.Error(f"mode 必须是 {' / '.join(MODES)} 之一")
+        r = library.retriever
+        try:
+            result = r.search(question, k=int(k), mode=mode, threshold=threshold)
+        except QueryError as exc:
+            raise gr.Error("问题为空，请输入一个问题。") from exc
+        except (QAError, ValueError) as exc:
+            raise gr.Error(f"无法搜索：{esc(str(exc))}") from exc
+        return {**result.to_dict(), "html": answer_html(result, r.neighbours)}
+
+    def documents_view() -> tuple[list[list[Any]], Any]:
+        return _doc_rows(library), gr.Dropdown(choices=_doc_choices(library), value=None)
+
+    def upload(
+        files: list[str] | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 - how Gradio asks for a progress tracker
+    ) -> tuple[str, list[list[Any]], Any, None]:
+        if not files:
+            return "请先选择要上传的文件。", *documents_view(), None
+
+        def stage(msg: str) -> None:
+            label, done = stage_label(msg)
+            progress(done, desc=label)
+
+        progress(0.02, desc="检查文件")
+        try:
+            outcome = library.add_files(files, on_stage=stage)
+        except QAError as exc:
+            raise gr.Error(esc(str(exc))) from exc
+        if outcome.refused:
+            gr.Warning("有文件未加入：" + esc("；".join(f"{name}（{why}）" for name, why in outcome.refused)))
+        return outcome.summary(), *documents_view(), None
+
+    def remove(
+        file: str | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[str, list[list[Any]], Any]:
+        if not file:
+            return "请先选择要删除的文档。", *documents_view()
+        progress(0.02, desc="删除文件")
+        try:
+            report = library.remove(file, on_stage=lambda msg: progress(stage_label(msg)[1], desc=stage_label(msg)[0]))
+        except QAError as exc:
+            raise gr.Error(esc(str(exc))) from exc
+        return f"已删除：{file}\n索引已更新：{report.documents} 个文档，{report.passages} 个段落。", *documents_view()
+
+    with gr.Blocks(title="文档问答") as app:
+        gr.Markdown("## 文档问答\n根据知识库中的文档回答问题，每段答案都注明出处。")
+        records = gr.State({})
+        with gr.Tabs():
+            with gr.Tab("问答"):
+                chatbot = gr.Chatbot(
+                    label="对话", height=620, elem_id="qa-chat", render_markdown=False, sanitize_html=True,
+                    latex_delimiters=[], allow_tags=False, buttons=[], feedback_options=("Like", "Dislike"),
+                    placeholder="在下方输入问题，答案会列出知识库中最相关的段落和来源。",
+                )  # fmt: skip
+                with gr.Row():
+                    question = gr.Textbox(
+                        label="问题", placeholder="输入问题，按回车发送", show_label=False, scale=8, max_length=MAX_QUERY_CHARS,
+                        elem_id="qa-question", autofocus=True,
+                    )  # fmt: skip
+                    send = gr.Button("提问", variant="primary", scale=1, min_width=80, elem_id="qa-send")
+                    clear = gr.Button("清空对话", scale=1, min_width=80, elem_id="qa-clear")
+                gr.Examples([[q] for q in examples], inputs=[question], label="示例问题")
+                with gr.Accordion("设置", open=False):
+                    k = gr.Slider(1, min(20, MAX_K), value=DEFAULT_K, step=1, label="返回段落数")
+                    mode = gr.Radio(modes, value=modes[0][1], label="检索方式")
+                    threshold = gr.Number(
+                        value=retriever.threshold, minimum=0.0, maximum=1.0, step=0.01, label="置信度阈值（0–1）",
+                        info=f"最相关段落的置信度低于此值时，回答“没有找到”。索引的校准值：{retriever.threshold:.4g}",
+                    )  # fmt: skip
+            with gr.Tab("文档"):
+                table = gr.Dataframe(
+                    value=_doc_rows(library), headers=DOC_HEADERS, datatype=["str", "str", "number"], type="array",
+                    interactive=False, label="已索引的文档", wrap=True,
+                )  # fmt: skip
+                files = gr.File(
+                    file_count="multiple",
+                    type="filepath",
+                    label=f"上传文档（.txt / .md / .html，每个不超过 {limit_mb} MB）",
+                )
+                upload_btn = gr.Button("上传并更新索引", variant="primary")
+                with gr.Row():
+                    to_remove = gr.Dropdown(
+                        choices=_doc_choices(library),
+                        value=None,
+                        label="选择要删除的文档",
+                        scale=4,
+                        allow_custom_value=True,  # the list changes with uploads; Library.remove checks the name
+                    )
+                    remove_btn = gr.Button("删除所选文档", variant="stop", scale=1)
+                status = gr.Textbox(label="状态", interactive=False, lines=3)
+
+        inputs = [question, chatbot, k, mode, threshold, records]
+        outputs = [chatbot, question, records]
+        question.submit(respond, inputs, outputs, api_name="chat")
+        send.click(respond, inputs, outputs, api_visibility="undocumented")
+        clear.click(lambda: ([], {}, ""), None, [chatbot, records, question], api_visibility="private")
+        chatbot.clear(lambda: {}, None, records, api_visibility="private")
+        chatbot.like(on_like, [records], None, api_visibility="private")
+        gr.api(search, api_name="search")
+        upload_btn.click(upload, [files], [status, table, to_remove, files], api_name="upload",
+                         concurrency_limit=1, concurrency_id="index-update")  # fmt: skip
+        remove_btn.click(remove, [to_remove], [status, table, to_remove], api_name="remove",
+                         concurrency_limit=1, concurrency_id="index-update")  # fmt: skip
+        app.load(documents_view, None, [table, to_remove], api_visibility="private")
+
+    protected = (library.docs_dir, library.index_dir, feedback.path)
+    _LAUNCH[app] = _LaunchOptions(tuple(str(p.resolve()) for p in protected), max_upload_bytes)
+    return app
+
+
+def launch_app(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+               prevent_thread_lock: bool = True, quiet: bool = True) -> str:  # fmt: skip
+    """Enable the queue and launch `app`; returns its URL. Nothing is added to Gradio's allowed
+    paths, and the documents folder, the index folder and the feedback file are blocked."""
+    options = _LAUNCH.get(app, _LaunchOptions((), MAX_UPLOAD_BYTES))
+    app.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
+    _, local_url, share_url = app.launch(
+        server_name=host, server_port=port, share=share, inbrowser=False, prevent_thread_lock=prevent_thread_lock,
+        quiet=quiet, show_error=False, blocked_paths=list(options.protected),
+        # Hard ceiling for Gradio's upload route; the app refuses files above max_upload_bytes itself,
+        # with a message that names the file.
+        max_file_size=4 * options.max_upload_bytes,
+        footer_links=["api", "settings"], run_history=False, enable_monitoring=False, ssr_mode=False,
+        mcp_server=False, theme=gr.themes.Default(font=FONTS, font_mono=["ui-monospace", "monospace"]), css=CSS,
+    )  # fmt: skip
+    return share_url or local_url
+
+
+# ---------------------------------------------------------------- qa serve
+
+
+def _index_changes(manifest: dict[str, Any] | None, docs_dir: Path, model: str | None) -> list[str]:
+    """Why the index must be built or updated before serving (empty: it is current)."""
+    if manifest is None:
+        return ["no index yet"]
+    changes = []
+    if manifest.get("docs_dir") != str(docs_dir.resolve()):
+        changes.append(f"it was built from {manifest.get('docs_dir')}")
+    indexed_model = (manifest.get("model") or {}).get("name")
+    if model and indexed_model and model != indexed_model:
+        changes.append(f"it was built with {indexed_model}, not {model}")
+    return changes + stale_documents(manifest)
+
+
+def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str | None = None,
+                      say: Callable[[str], None] = _say) -> Retriever:  # fmt: skip
+    """Build or update the index when it is missing or stale, then load it and warm up the model."""
+    docs, index = Path(docs_dir), Path(index_dir)
+    try:
+        manifest: dict[str, Any] | None = read_manifest(index)
+    except IndexMissingError:
+        manifest = None
+    except QAError as exc:
+        say(f"The index in {index} cannot be read ({exc}); rebuilding it.")
+        manifest = None
+    dense = manifest is None or manifest.get("model") is not None
+    name = model or ((manifest or {}).get("model") or {}).get("name")
+    encoder = SentenceTransformerEncoder(name) if dense else None
+    changes = _index_changes(manifest, docs, model)
+    if changes:
+        say(f"Updating the index in {index}: {'; '.join(changes[:5])}{' …' if len(changes) > 5 else ''}")
+        splitter = (manifest or {}).get("splitter") or {}
+        extra = {k: splitter[k] for k in ("max_chars", "near_dup") if k in splitter}
+        report = build_index(docs, index, encoder=encoder, dense=dense, on_stage=say, **extra)
+        say(f"Index ready: {report.documents} documents, {report.passages} passages "
+            f"({report.embedded} text units embedded, {report.reused} reused), {report.seconds:.1f} s.")  # fmt: skip
+    say(f"Loading the index in {index} and the model")
+    retriever = Retriever.load(index, encoder=encoder, check_stale=False)
+    retriever.warm_up()
+    return retriever
+
+
+def serve(docs_dir: str | Path = "seeds", index_dir: str | Path = "vectors/default", host: str = "127.0.0.1",
+          port: int = 7860, share: bool = False, model: str | None = None, *,
+          feedback_path: str | Path | None = None) -> int:  # fmt: skip
+    """Run the chat until Ctrl+C: update the index if needed, warm up, launch on host:port."""
+    started = time.perf_counter()
+    retriever = prepare_retriever(docs_dir, index_dir, model=model)
+    app = create_app(retriever, docs_dir, feedback_path=feedback_path)
+    try:
+        url = launch_app(app, host=host, port=port, share=share, prevent_thread_lock=True)
+    except OSError as exc:
+        _say(f"qa: error: cannot listen on {host}:{port} ({exc}). Pick another port: qa serve --port {port + 1}")
+        return 1
+    print(f"Ready in {time.perf_counter() - started:.1f} s: {url}  (Ctrl+C to stop)", flush=True)
+    try:
+        app.block_thread()
+    finally:
+        app.close(verbose=False)
+    return 0

@@ -1,0 +1,151 @@
+"""HTML for the chat: answers, passages, citations. Pure functions, no Gradio.
+
+Every piece of text that comes from the corpus or the user (passage text, titles, file
+names, questions) goes through `html.escape` here and nowhere else: highlight and
+evidence spans are applied to the raw text, and each piece between two span boundaries
+is escaped on its own, so a `<script>` in a document is shown as text, never run.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+
+from qa.search import Hit, SearchResult
+from qa.split import Passage, Source
+
+NOT_FOUND = "知识库中没有找到与问题直接相关的内容"
+LOW_CONFIDENCE = "低置信度"
+MAX_NEIGHBOUR_SOURCES = 3
+BAR_CELLS = 5
+
+Neighbours = Callable[[Source], tuple[Passage | None, Passage | None]]
+
+# Styles for the classes below, passed to `launch(css=...)`; the HTML reads well without them.
+CSS = """
+.qa-answer { line-height: 1.65; }
+.qa-lead { margin: 0 0 .5em 0; font-weight: 600; }
+.qa-hit { border-left: 3px solid #3b82f6; padding: .35em .75em; margin: .6em 0; }
+.qa-hit.qa-low { border-left-color: #9ca3af; }
+.qa-head { font-size: .9em; color: #4b5563; margin-bottom: .2em; }
+.qa-rank { font-weight: 700; color: #1f2937; margin-right: .5em; }
+.qa-bar { letter-spacing: 1px; color: #2563eb; }
+.qa-low .qa-bar { color: #9ca3af; }
+.qa-lowtag { margin-left: .5em; padding: 0 .4em; border-radius: 4px; background: #fef3c7; color: #92400e; }
+.qa-text mark { background: #fde68a; color: inherit; padding: 0 1px; border-radius: 2px; }
+.qa-evidence { font-weight: 600; text-decoration: underline; text-decoration-color: #3b82f6;
+               text-underline-offset: 3px; }
+.qa-cite { font-size: .85em; color: #6b7280; }
+.qa-ctx summary { cursor: pointer; font-size: .85em; color: #2563eb; }
+.qa-ctx p { font-size: .9em; color: #4b5563; margin: .3em 0; }
+.qa-ctx .qa-self { color: #111827; }
+.qa-warn { font-size: .85em; color: #92400e; }
+"""
+
+
+def esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _clip(spans: Sequence[Sequence[int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """`spans` cut to [lo, hi), sorted, empty and overlapping ones merged."""
+    out: list[tuple[int, int]] = []
+    for span in sorted((int(s), int(e)) for s, e in spans):
+        s, e = max(span[0], lo), min(span[1], hi)
+        if s >= e:
+            continue
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(e, out[-1][1]))
+        else:
+            out.append((s, e))
+    return out
+
+
+def _marked(text: str, lo: int, hi: int, highlights: Sequence[Sequence[int]]) -> str:
+    """text[lo:hi], escaped, with the highlighted spans in <mark>."""
+    out, pos = [], lo
+    for s, e in _clip(highlights, lo, hi):
+        out += [esc(text[pos:s]), "<mark>", esc(text[s:e]), "</mark>"]
+        pos = e
+    out.append(esc(text[pos:hi]))
+    return "".join(out)
+
+
+def passage_html(text: str, highlights: Sequence[Sequence[int]] = (), evidence: Sequence[int] | None = None) -> str:
+    """A passage with the query's terms in <mark> and its best sentence emphasized."""
+    n = len(text)
+    ev = _clip([evidence], 0, n) if evidence else []
+    if not ev:
+        return _marked(text, 0, n, highlights)
+    s, e = ev[0]
+    return (
+        _marked(text, 0, s, highlights)
+        + '<strong class="qa-evidence" title="最相关的句子">'
+        + _marked(text, s, e, highlights)
+        + "</strong>"
+        + _marked(text, e, n, highlights)
+    )
+
+
+def citation_text(source: Source) -> str:
+    """The plain-text citation of one source, e.g. 来源：标题 · a.txt · 第3段."""
+    return f"来源：{source.title} · {source.file} · 第{source.paragraph}段"
+
+
+def relevance_html(confidence: float) -> str:
+    c = min(max(float(confidence), 0.0), 1.0)
+    full = round(c * BAR_CELLS)
+    bar = "●" * full + "○" * (BAR_CELLS - full)
+    return f'<span class="qa-rel" title="相关度（校准后的置信度）">相关度 <span class="qa-bar">{bar}</span> {round(c * 100)}%</span>'
+
+
+def _context_html(hit: Hit, neighbours: Neighbours) -> str:
+    """A collapsed <details> with the passages before and after each source of the hit."""
+    parts = []
+    seen: set[tuple[str | None, str | None]] = set()
+    for src in hit.sources[:MAX_NEIGHBOUR_SOURCES]:
+        before, after = neighbours(src)
+        key = (before.id if before else None, after.id if after else None)
+        if key == (None, None) or key in seen:
+            continue
+        seen.add(key)
+        if len(hit.sources) > 1:
+            parts.append(f'<p class="qa-cite">{esc(src.file)} · 第{src.paragraph}段</p>')
+        if before is not None:
+            parts.append(f"<p>上文：{esc(before.text)}</p>")
+        parts.append(f'<p class="qa-self">本段：{esc(hit.text)}</p>')
+        if after is not None:
+            parts.append(f"<p>下文：{esc(after.text)}</p>")
+    if not parts:
+        return ""
+    return '<details class="qa-ctx"><summary>展开上下文</summary>' + "".join(parts) + "</details>"
+
+
+def hit_html(hit: Hit, neighbours: Neighbours | None = None) -> str:
+    low = f'<span class="qa-lowtag">{LOW_CONFIDENCE}</span>' if hit.low_confidence else ""
+    cites = "".join(f'<div class="qa-cite">{esc(citation_text(s))}</div>' for s in hit.sources)
+    context = _context_html(hit, neighbours) if neighbours is not None else ""
+    return (
+        f'<div class="qa-hit{" qa-low" if hit.low_confidence else ""}">'
+        f'<div class="qa-head"><span class="qa-rank">#{hit.rank}</span>{relevance_html(hit.confidence)}{low}</div>'
+        f'<div class="qa-text">{passage_html(hit.text, hit.highlights, hit.evidence)}</div>'
+        f"{cites}{context}</div>"
+    )
+
+
+def answer_html(result: SearchResult, neighbours: Neighbours | None = None) -> str:
+    """The whole answer to one question: a lead sentence, then each passage with its citations."""
+    if result.answered:
+        lead = f"找到 {len(result.hits)} 个相关段落："
+    elif result.hits:
+        lead = f"{NOT_FOUND}。以下是最接近的段落（{LOW_CONFIDENCE}），仅供参考："
+    else:
+        lead = f"{NOT_FOUND}。"
+    warnings = "".join(f'<p class="qa-warn">提示：{esc(w)}</p>' for w in result.warnings)
+    hits = "".join(hit_html(h, neighbours) for h in result.hits)
+    return f'<div class="qa-answer"><p class="qa-lead">{lead}</p>{warnings}{hits}</div>'
+
+
+def question_html(question: str) -> str:
+    """The user's question as shown in the chat (the chat renders HTML, so it is escaped)."""
+    return f'<span class="qa-question">{esc(question)}</span>'

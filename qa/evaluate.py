@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import sys
+import types
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -414,3 +415,14 @@ def run_eval_command(args: argparse.Namespace) -> int:
         write_plot(results, args.plot)
         print(f"Plot: {args.plot}", file=sys.stderr)
     return 0
+
+
+class _CallableModule(types.ModuleType):
+    """`qa.evaluate(retriever, queries)` is the documented call, but importing this module
+    makes `qa.evaluate` the module itself: let the module be called like its function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> EvalResult:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -16,13 +16,6 @@ SEEDS = ROOT / "seeds"
 QUERIES = ROOT / "tests" / "data" / "queries.jsonl"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """jieba's cache in a test folder; the materialized model stays in the user cache (built once)."""
-    if "QA_CACHE_DIR" not in os.environ:
-        os.environ["QA_TEST_JIEBA_TMP"] = str(tmp_path_factory.mktemp("cache"))
-
-
 @pytest.fixture()
 def seeds_copy(tmp_path: Path) -> Path:
     """A private copy of the seed corpus that a test may change."""

@@ -121,3 +121,12 @@ def test_eval_command_writes_report_plot_and_calibration(hash_index: Path, tmp_p
     cal = json.loads((index / "manifest.json").read_text(encoding="utf-8"))["calibration"]
     assert cal["fitted"] is True and cal["fitted_on"] == str(qfile)
     Retriever.load(index, encoder=HashEncoder())  # the manifest change keeps the index loadable
+
+
+def test_qa_evaluate_is_callable_however_it_was_imported(hash_index: Path):
+    import qa
+    import qa.evaluate  # makes the attribute the module
+
+    retriever = Retriever.load(hash_index, encoder=HashEncoder())
+    queries = qa.load_queries(QUERIES)[:3]
+    assert qa.evaluate(retriever, queries, k=3, mode="lexical").metrics["queries"] == 3

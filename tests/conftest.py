@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +67,48 @@ def seed_retriever(seed_index: Path, real_encoder):
     from qa.search import Retriever
 
     return Retriever.load(seed_index, encoder=real_encoder)
+
+
+# Raw HTML shown as text in a page: the parser turns the entities into `<script>` and `<img>`
+# characters in the passage text and the title, which the chat must escape again.
+XSS_DOC = """<html><head><title>&lt;img src=x onerror="window.__xss=1"&gt;安全测试</title></head><body>
+<h1>蓝鲸牌保温杯说明书</h1>
+<p>蓝鲸牌保温杯的容量是七百毫升，可以保温十二个小时。示例代码 &lt;script&gt;window.__xss=1&lt;/script&gt; 和 &lt;img src=x onerror="window.__xss=1"&gt; 都应显示为文字。</p>
+<script>window.__xss=1</script>
+</body></html>
+"""
+
+
+@dataclass
+class LiveApp:
+    url: str
+    docs: Path
+    index: Path
+    feedback: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def launched_app(root: Path, seed_index: Path, encoder: Any, **options: Any) -> Iterator[LiveApp]:
+    """The chat over a copy of the seeds plus an HTML page with scripts, on a free 127.0.0.1 port."""
+    from qa.index import build_index
+    from qa.search import Retriever
+    from ui.app import create_app, launch_app
+
+    docs, index = root / "docs", root / "index"
+    shutil.copytree(SEEDS, docs)
+    (docs / "xss.html").write_text(XSS_DOC, encoding="utf-8")
+    shutil.copytree(seed_index, index)
+    build_index(docs, index, encoder=encoder)  # only the new page is embedded
+    feedback = root / "feedback" / "feedback.jsonl"
+    app = create_app(Retriever.load(index, encoder=encoder), docs, feedback_path=feedback, **options)
+    url = launch_app(app, host="127.0.0.1", port=free_port())
+    try:
+        yield LiveApp(url, docs, index, feedback)
+    finally:
+        app.close(verbose=False)

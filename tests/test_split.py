@@ -31,7 +31,9 @@ def test_passages_never_cut_inside_a_sentence_unless_it_is_too_long():
 
 
 def test_passages_carry_exact_provenance():
-    doc = _doc("第一段说的是疫情防控。😷 English mixed 中文，全角标点！\n第二段<第一句>讲的是核酸检测。第二句讲的是疫苗接种工作。")
+    doc = _doc(
+        "第一段说的是疫情防控。😷 English mixed 中文，全角标点！\n第二段<第一句>讲的是核酸检测。第二句讲的是疫苗接种工作。"
+    )
     passages = split_document(doc, max_chars=20)
     for p in passages:
         src = p.source

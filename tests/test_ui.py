@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +16,11 @@ import pytest
 from qa.errors import UploadError
 from qa.search import Hit, SearchResult
 from qa.split import Passage, Source
+from tests.conftest import SEEDS, LiveApp, launched_app
 from ui import render
 from ui.app import EXAMPLES, FeedbackLog, safe_filename, stage_label
 
-SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 UPLOAD_LIMIT = 64 * 1024
-# Raw HTML shown as text in a page: the parser turns the entities into `<script>` and `<img>`
-# characters in the passage text and the title, which the chat must escape again.
-XSS_DOC = """<html><head><title>&lt;img src=x onerror="window.__xss=1"&gt;安全测试</title></head><body>
-<h1>蓝鲸牌保温杯说明书</h1>
-<p>蓝鲸牌保温杯的容量是七百毫升，可以保温十二个小时。示例代码 &lt;script&gt;window.__xss=1&lt;/script&gt; 和 &lt;img src=x onerror="window.__xss=1"&gt; 都应显示为文字。</p>
-<script>window.__xss=1</script>
-</body></html>
-"""
 XSS_QUESTION = "蓝鲸牌保温杯的容量是多少"
 
 
@@ -128,41 +118,10 @@ def test_feedback_log_appends_one_line_per_vote(tmp_path):
 # ---------------------------------------------------------------- one live server
 
 
-@dataclass
-class Server:
-    url: str
-    docs: Path
-    index: Path
-    feedback: Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, seed_index, real_encoder) -> Iterator[Server]:
-    """The app over a copy of the seeds plus an HTML page with scripts, on a free local port."""
-    from qa.index import build_index
-    from qa.search import Retriever
-    from ui.app import create_app, launch_app
-
-    root = tmp_path_factory.mktemp("ui")
-    docs, index = root / "docs", root / "index"
-    shutil.copytree(SEEDS, docs)
-    (docs / "xss.html").write_text(XSS_DOC, encoding="utf-8")
-    shutil.copytree(seed_index, index)
-    build_index(docs, index, encoder=real_encoder)  # only the new page is embedded
-    retriever = Retriever.load(index, encoder=real_encoder)
-    feedback = root / "feedback" / "feedback.jsonl"
-    app = create_app(retriever, docs, feedback_path=feedback, max_upload_bytes=UPLOAD_LIMIT)
-    url = launch_app(app, host="127.0.0.1", port=free_port())
-    try:
-        yield Server(url, docs, index, feedback)
-    finally:
-        app.close(verbose=False)
+def server(tmp_path_factory, seed_index, real_encoder) -> Iterator[LiveApp]:
+    with launched_app(tmp_path_factory.mktemp("ui"), seed_index, real_encoder, max_upload_bytes=UPLOAD_LIMIT) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

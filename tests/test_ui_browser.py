@@ -8,30 +8,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import LiveApp, launched_app
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-SEEDS = ROOT / "seeds"
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]  # fmt: skip
 TIMEOUT_MS = 30_000
 LIKE = re.compile(r"^(Like|赞)$")  # the thumbs-up button's label, in English or Chinese
-XSS_DOC = """<html><head><title>&lt;img src=x onerror="window.__xss=1"&gt;安全测试</title></head><body>
-<h1>蓝鲸牌保温杯说明书</h1>
-<p>蓝鲸牌保温杯的容量是七百毫升，可以保温十二个小时。示例代码 &lt;script&gt;window.__xss=1&lt;/script&gt; 和 &lt;img src=x onerror="window.__xss=1"&gt; 都应显示为文字。</p>
-<script>window.__xss=1</script>
-</body></html>
-"""
 
 
 def _require_chromium() -> None:
@@ -50,35 +42,11 @@ def _require_chromium() -> None:
         pytest.skip(message)
 
 
-@dataclass
-class Server:
-    url: str
-    feedback: Path
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, seed_index, real_encoder) -> Iterator[Server]:
+def server(tmp_path_factory, seed_index, real_encoder) -> Iterator[LiveApp]:
     _require_chromium()
-    from qa.index import build_index
-    from qa.search import Retriever
-    from ui.app import create_app, launch_app
-
-    root = tmp_path_factory.mktemp("ui-browser")
-    docs, index = root / "docs", root / "index"
-    shutil.copytree(SEEDS, docs)
-    (docs / "xss.html").write_text(XSS_DOC, encoding="utf-8")
-    shutil.copytree(seed_index, index)
-    build_index(docs, index, encoder=real_encoder)  # only the new page is embedded
-    feedback = root / "feedback" / "feedback.jsonl"
-    app = create_app(Retriever.load(index, encoder=real_encoder), docs, feedback_path=feedback)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    url = launch_app(app, host="127.0.0.1", port=port)
-    try:
-        yield Server(url, feedback)
-    finally:
-        app.close(verbose=False)
+    with launched_app(tmp_path_factory.mktemp("ui-browser"), seed_index, real_encoder) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

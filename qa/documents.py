@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -44,7 +45,11 @@ class Document:
 
 
 class UnreadableFile(Exception):
-    """Internal: a file that is skipped with a warning."""
+    """A file that cannot be read as a document; `reason` says why, for messages in other languages."""
+
+    def __init__(self, message: str, reason: Literal["binary", "encoding", "empty"]) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 # ---------------------------------------------------------------- decoding
@@ -57,7 +62,7 @@ def decode(raw: bytes) -> str:
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         return raw.decode("utf-16")
     if b"\x00" in raw[:8192]:
-        raise UnreadableFile("it looks binary (it contains NUL bytes)")
+        raise UnreadableFile("it looks binary (it contains NUL bytes)", "binary")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -65,9 +70,9 @@ def decode(raw: bytes) -> str:
     try:
         text = raw.decode("gb18030")
     except UnicodeDecodeError as exc:
-        raise UnreadableFile("it is neither UTF-8 nor GB18030/GBK text") from exc
+        raise UnreadableFile("it is neither UTF-8 nor GB18030/GBK text", "encoding") from exc
     if _control_ratio(text) > 0.01:
-        raise UnreadableFile("it looks binary (too many control characters)")
+        raise UnreadableFile("it looks binary (too many control characters)", "binary")
     return text
 
 
@@ -237,7 +242,7 @@ def parse_document(raw: bytes, path: str) -> Document:
         body, html_title = html_to_text(body)
     body = clean_lines(body)
     if not body:
-        raise UnreadableFile("it has no text")
+        raise UnreadableFile("it has no text", "empty")
     first_line = body.split("\n", 1)[0]
     title = meta.get("title") or html_title or _heading(text) or first_line
     title = re.sub(r"\s+", " ", title).strip()

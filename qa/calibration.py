@@ -23,9 +23,9 @@ LEXICAL_FEATURES = ("coverage", "latin")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "intfloat/multilingual-e5-small": {
         "features": list(DENSE_FEATURES),
-        "weights": [34.8648, 24.8563, 7.6201, 3.2415, 4.1073],
-        "bias": -35.2445,
-        "threshold": 0.3224,
+        "weights": [15.6044, 28.756, 4.387, 1.4634, 1.905],
+        "bias": -16.5065,
+        "threshold": 0.3131,
         "fitted": True,
         "fitted_on": "tests/data/queries.jsonl (shipped default)",
     },

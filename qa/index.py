@@ -226,6 +226,7 @@ def _passage_from_json(line: str) -> Passage:
 
 def _params(max_chars: int, near_dup: float) -> dict[str, Any]:
     import jieba
+    import pypinyin
 
     return {
         "splitter": {"max_chars": max_chars, "near_dup": near_dup, "units": "passage+sentences"},
@@ -235,6 +236,7 @@ def _params(max_chars: int, near_dup: float) -> dict[str, Any]:
             "mode": "search",
             "normalize": "NFKC+lower+t2s",
             "stopwords_sha256": hashlib.sha256(" ".join(sorted(STOPWORDS)).encode()).hexdigest()[:16],
+            "pinyin": f"pypinyin {pypinyin.__version__}, multi-character words, toneless",
         },
         "bm25": dict(BM25_PARAMS),
     }
@@ -332,9 +334,11 @@ def build_index(
             "model": None,
             "vector_store": None,
         }
+        # The keyword index is always rebuilt; vectors are reused unless the model or the
+        # splitter changed (a tokenizer change leaves them valid).
         reason: str | None = None
-        if old_manifest and any(old_manifest.get(k) != v for k, v in params.items()):
-            reason = "the splitter or tokenizer parameters changed"
+        if old_manifest and old_manifest.get("splitter") != params["splitter"]:
+            reason = "the splitter parameters changed"
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         tmp.chmod(0o755)
         try:

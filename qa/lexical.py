@@ -13,6 +13,7 @@ import bm25s
 import jieba
 import numpy as np
 import opencc
+from pypinyin import lazy_pinyin
 
 from qa.cache import cache_root
 
@@ -262,36 +263,69 @@ def tokenize(text: str, *, keep_stopwords: bool = False) -> list[str]:
     return tokens
 
 
+_CJK_WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]{2,}")
+_LATIN_WORD = re.compile(r"[a-z]+")
+
+
+def pinyin_terms(tokens: list[str]) -> list[str]:
+    """Toneless pinyin of the multi-character Chinese words among `tokens`: 钟南山 -> zhongnanshan.
+
+    They let the Latin words of an English question (names, places: "Zhong Nanshan",
+    "Tongji", "Wuhan") meet the Chinese text they stand for."""
+    return ["".join(lazy_pinyin(t)) for t in tokens if _CJK_WORD.fullmatch(t)]
+
+
+def latin_terms(query: str) -> list[str]:
+    """The Latin words of a query, alone and run together in twos and threes, stopwords dropped."""
+    words = _LATIN_WORD.findall(fold(query))
+    runs = [*words, *("".join(words[i : i + n]) for n in (2, 3) for i in range(len(words) - n + 1))]
+    return [w for w in runs if len(w) >= 4 and w not in STOPWORDS]
+
+
+def _bm25(corpus: list[list[str]]) -> bm25s.BM25:
+    bm25 = bm25s.BM25(**BM25_PARAMS)  # type: ignore[arg-type]
+    bm25.index([tokens or ["\u2205"] for tokens in corpus], show_progress=False)
+    return bm25
+
+
+def _bm25_scores(bm25: bm25s.BM25, tokens: list[str]) -> np.ndarray:
+    ids = [bm25.vocab_dict[t] for t in tokens if t in bm25.vocab_dict]
+    if not ids:
+        return np.zeros(bm25.scores["num_docs"], dtype=np.float32)
+    return np.asarray(bm25.get_scores_from_ids(ids), dtype=np.float32)
+
+
 @dataclass
 class LexicalIndex:
-    """BM25 over the passages, in the order of the index's passage list."""
+    """BM25 over the passages' words, and over the pinyin of their Chinese words, in the
+    order of the index's passage list."""
 
     bm25: bm25s.BM25
+    pinyin: bm25s.BM25
 
     @classmethod
     def build(cls, texts: list[str]) -> LexicalIndex:
-        corpus = [tokenize(t) or ["\u2205"] for t in texts]
-        bm25 = bm25s.BM25(**BM25_PARAMS)  # type: ignore[arg-type]
-        bm25.index(corpus, show_progress=False)
-        return cls(bm25)
+        corpus = [tokenize(t) for t in texts]
+        return cls(_bm25(corpus), _bm25([pinyin_terms(tokens) for tokens in corpus]))
 
     def save(self, folder: Path) -> None:
         self.bm25.save(str(folder), allow_pickle=False, show_progress=False)
+        self.pinyin.save(str(folder / "pinyin"), allow_pickle=False, show_progress=False)
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
-        return cls(bm25s.BM25.load(str(folder), allow_pickle=False, show_progress=False))
+        def one(path: Path) -> bm25s.BM25:
+            return bm25s.BM25.load(str(path), allow_pickle=False, show_progress=False)
 
-    def known(self, tokens: list[str]) -> list[str]:
-        """The tokens that occur in the indexed corpus."""
-        return [t for t in tokens if t in self.bm25.vocab_dict]
+        return cls(one(folder), one(folder / "pinyin"))
 
-    def scores(self, tokens: list[str]) -> np.ndarray:
-        """BM25 score of every passage for the query tokens (zeros when none is known)."""
-        ids = [self.bm25.vocab_dict[t] for t in tokens if t in self.bm25.vocab_dict]
-        if not ids:
-            return np.zeros(self.bm25.scores["num_docs"], dtype=np.float32)
-        return np.asarray(self.bm25.get_scores_from_ids(ids), dtype=np.float32)
+    def scores(self, tokens: list[str], latin: list[str] | None = None) -> np.ndarray:
+        """BM25 score of every passage: the query tokens against the words, plus the query's
+        Latin words (see `latin_terms`) against the pinyin. Zeros when nothing is known."""
+        scores = _bm25_scores(self.bm25, tokens)
+        if latin:
+            scores = scores + _bm25_scores(self.pinyin, latin)
+        return scores
 
     def idf(self, tokens: list[str]) -> np.ndarray:
         """Inverse document frequency of each token. A token the corpus never uses gets the

@@ -20,7 +20,7 @@ from qa import calibration
 from qa.embed import Encoder, SentenceTransformerEncoder, fingerprint
 from qa.errors import IndexMismatchError, QueryError
 from qa.index import DEFAULT_INDEX, LoadedIndex, load_index, stale_documents
-from qa.lexical import fold, tokenize
+from qa.lexical import fold, latin_terms, tokenize
 from qa.split import Passage, Source
 
 log = logging.getLogger(__name__)
@@ -264,8 +264,7 @@ class Retriever:
         self, query: str, tokens: list[str], k: int, mode: Mode
     ) -> tuple[list[_Scored], np.ndarray | None, list[tuple[int, float]]]:
         """The fused top-k, the query vector, and the best dense scores (for the confidence features)."""
-        n = len(self.index.passages)
-        lexical = self.index.lexical.scores(tokens) if tokens else np.zeros(n, np.float32)
+        lexical = self.index.lexical.scores(tokens, latin_terms(query))
         qvec = self.encoder.encode_query(query) if self.has_dense else None
         dense: dict[int, float] = {}
         if qvec is not None and self.index.store is not None:

@@ -139,4 +139,20 @@ def test_model_or_splitter_change_forces_a_full_rebuild(seeds_copy: Path, tmp_pa
     assert "model changed" in (report.full_rebuild_reason or "")
     assert report.reused == 0 and other.calls == report.embedded + 1  # + the probe
     report = build_index(seeds_copy, folder, encoder=other, max_chars=120)
-    assert report.full_rebuild_reason == "the splitter or tokenizer parameters changed"
+    assert report.full_rebuild_reason == "the splitter parameters changed"
+
+
+def test_a_tokenizer_change_rebuilds_keywords_but_keeps_vectors(seeds_copy: Path, tmp_path: Path, monkeypatch):
+    import qa.index
+
+    folder = tmp_path / "index"
+    enc = HashEncoder()
+    first = build_index(seeds_copy, folder, encoder=enc)
+    real_params = qa.index._params
+    monkeypatch.setattr(
+        qa.index, "_params", lambda *a: {**real_params(*a), "bm25": {"k1": 1.5, "b": 0.75, "method": "lucene"}}
+    )
+    report = build_index(seeds_copy, folder, encoder=enc)
+    assert not report.up_to_date and report.full_rebuild_reason is None
+    assert report.embedded == 0 and report.reused == first.embedded
+    assert load_index(folder).manifest["bm25"]["k1"] == 1.5

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.lexical import LexicalIndex, tokenize
+from qa.lexical import LexicalIndex, latin_terms, pinyin_terms, tokenize
 
 
 def test_tokenize_normalizes_and_drops_punctuation_and_stopwords():
@@ -29,7 +29,7 @@ def test_bm25_ranks_and_round_trips_without_pickle(tmp_path: Path):
     scores = index.scores(q)
     assert int(np.argmax(scores)) == 0 and scores[2] == 0
     index.save(tmp_path / "bm25")
-    assert all(p.suffix in (".npy", ".json") for p in (tmp_path / "bm25").iterdir())
+    assert all(p.suffix in (".npy", ".json") for p in (tmp_path / "bm25").rglob("*") if p.is_file())
     again = LexicalIndex.load(tmp_path / "bm25")
     assert np.allclose(again.scores(q), scores)
     assert again.scores(["不存在的词"]).sum() == 0
@@ -39,3 +39,12 @@ def test_traditional_characters_match_simplified_text():
     assert "四宝" in tokenize("防疫四寶是指哪四樣措施")
     index = LexicalIndex.build(["防疫四宝：口罩、消毒液、体温计和手套。", "其他内容。"])
     assert index.scores(tokenize("防疫四寶"))[0] > 0
+
+
+def test_english_names_meet_chinese_words_through_pinyin():
+    assert {"zhongnanshan", "wuhan", "tongji"} <= set(pinyin_terms(tokenize("钟南山院士和武汉同济医院")))
+    assert "zhongnanshan" in latin_terms("What did Zhong Nanshan say?")
+    assert "what" not in latin_terms("What did Zhong Nanshan say?")
+    index = LexicalIndex.build(["钟南山说现在还不是摘口罩的时候。", "上海启动全市核酸筛查。"])
+    scores = index.scores(tokenize("Zhong Nanshan masks"), latin_terms("Zhong Nanshan masks"))
+    assert scores[0] > 0 and scores[1] == 0

@@ -39,8 +39,6 @@ def cmd_build(args: argparse.Namespace) -> int:
         args.docs, args.index, model=args.model, dense=not args.no_dense, max_chars=args.max_chars,
         force=args.force, progress=not args.quiet, on_stage=None if args.quiet else _say,
     )  # fmt: skip
-    for msg in report.skipped:
-        _say(f"warning: {msg}")
     if report.up_to_date:
         print(f"Index {report.index_dir} is up to date ({report.documents} documents, {report.passages} passages). "
               f"Use --force to rebuild.")  # fmt: skip

@@ -267,8 +267,9 @@ def iter_files(docs_dir: Path) -> Iterator[Path]:
             yield p
 
 
-def read_documents(docs_dir: str | Path) -> list[Document]:
-    """Read every document below `docs_dir`; unreadable files are skipped with a warning."""
+def read_documents(docs_dir: str | Path, *, skipped: list[str] | None = None) -> list[Document]:
+    """Read every document below `docs_dir`; unreadable files are skipped with a warning
+    (also appended to `skipped`, when given)."""
     root = Path(docs_dir)
     if not root.is_dir():
         raise DocumentsError(
@@ -282,6 +283,8 @@ def read_documents(docs_dir: str | Path) -> list[Document]:
             docs.append(parse_document(p.read_bytes(), rel))
         except (UnreadableFile, OSError) as exc:
             log.warning("Skipped %s: %s", p, exc)
+            if skipped is not None:
+                skipped.append(f"Skipped {p}: {exc}")
     if not docs:
         raise DocumentsError(
             f"No readable documents in {root}. Add .txt, .md or .html files "

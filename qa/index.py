@@ -289,37 +289,30 @@ def build_index(
 ) -> BuildReport:
     """Build (or update) the index of `docs_dir` in `index_dir`.
 
-    Over an existing index, only passages whose text is new are embedded; a change of
-    model or of splitter/tokenizer parameters forces a full rebuild, and the report says why.
+    Over an existing index, only text that is new is embedded; a change of model or of the
+    splitter's parameters forces a full rebuild, and the report says why.
     """
     started = time.perf_counter()
     say = on_stage or (lambda _msg: None)
-    root = Path(docs_dir)
-    target = Path(index_dir)
+    root, target = Path(docs_dir), Path(index_dir)
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _build_lock(target):
         _recover(target)
         say(f"Reading documents in {root}")
         skipped: list[str] = []
-        handler = _CollectSkipped(skipped)
-        logging.getLogger("qa.documents").addHandler(handler)
-        try:
-            docs = read_documents(root)
-        finally:
-            logging.getLogger("qa.documents").removeHandler(handler)
+        docs = read_documents(root, skipped=skipped)
         params = _params(max_chars, near_dup)
-        old_manifest = _read_manifest_quietly(target)
-        if not force and old_manifest and _unchanged(target, old_manifest, docs, params, root, dense, model, encoder):
+        old = _read_manifest_quietly(target)
+        if not force and old and _unchanged(target, old, docs, params, root, dense, model, encoder):
             return BuildReport(
-                str(target), len(docs), old_manifest["passage_count"], old_manifest["duplicates_collapsed"],
-                old_manifest.get("unit_count", 0), 0, 0, time.perf_counter() - started, None, True, tuple(skipped),
+                str(target), len(docs), old["passage_count"], old["duplicates_collapsed"], old.get("unit_count", 0),
+                0, 0, time.perf_counter() - started, None, True, tuple(skipped),
             )  # fmt: skip
         say("Splitting into passages")
-        raw = [split_document(d, max_chars) for d in docs]
-        all_passages = [p for ps in raw for p in ps]
+        per_doc = [split_document(d, max_chars) for d in docs]
+        all_passages = [p for ps in per_doc for p in ps]
         passages = collapse_duplicates(all_passages, near_dup)
-        per_doc = {d.path: len(ps) for d, ps in zip(docs, raw, strict=True)}
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -327,60 +320,30 @@ def build_index(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             **params,
             "docs_dir": str(root.resolve()),
-            "documents": [_document_entry(d, root, per_doc[d.path]) for d in docs],
+            "documents": [_document_entry(d, root, len(ps)) for d, ps in zip(docs, per_doc, strict=True)],
             "passage_count": len(passages),
             "passages_before_dedup": len(all_passages),
             "duplicates_collapsed": len(all_passages) - len(passages),
             "model": None,
             "vector_store": None,
         }
-        # The keyword index is always rebuilt; vectors are reused unless the model or the
-        # splitter changed (a tokenizer change leaves them valid).
-        reason: str | None = None
-        if old_manifest and old_manifest.get("splitter") != params["splitter"]:
-            reason = "the splitter parameters changed"
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         tmp.chmod(0o755)
+        embedded = reused = units = 0
+        reason: str | None = None
         try:
             say("Indexing keywords (jieba + BM25)")
             with (tmp / "passages.jsonl").open("w", encoding="utf-8") as f:
-                for p in passages:
-                    f.write(_passage_json(p) + "\n")
-            LexicalIndex.build([p.text for p in passages]).save(tmp / "bm25")
-            embedded = reused = 0
-            units = sentence_units(passages)
+                f.writelines(_passage_json(p) + "\n" for p in passages)
+            LexicalIndex.build([p.text for p in passages]).save(tmp / "bm25")  # always rebuilt: it is cheap
             if dense:
                 enc = encoder or SentenceTransformerEncoder(model)
                 say(f"Loading model {enc.name}")
-                probe = probe_vector(enc)
-                model_entry = {
-                    "name": enc.name,
-                    "source": enc.source,
-                    "dimension": enc.dimension,
-                    "fingerprint": fingerprint(probe),
-                    "probe": [round(float(x), 6) for x in probe],
-                    "normalized": True,
-                }
-                if reason is None:
-                    previous, why = ({}, None) if force else _previous_vectors(target, model_entry)
-                    reason = "--force" if force else why
-                else:
-                    previous = {}
-                texts = unit_texts(passages, units)
-                unique = set(texts)
-                todo = sorted(unique - previous.keys())
-                embedded, reused = len(todo), len(unique) - len(todo)
-                say(f"Embedding {embedded} new text units ({reused} reused)")
-                fresh = dict(zip(todo, enc.encode_passages(todo, progress=progress), strict=True)) if todo else {}
-                vectors = np.stack([fresh[t] if t in fresh else previous[t] for t in texts]).astype(np.float32)
-                np.save(tmp / "units.npy", units, allow_pickle=False)
-                np.save(tmp / "vectors.npy", vectors, allow_pickle=False)
-                store = FaissStore.build(vectors)
-                store.save(tmp / "dense.faiss")
-                manifest["model"] = model_entry
-                manifest["vector_store"] = {"kind": store.kind, "count": len(store), "dimension": store.dimension}
-                manifest["unit_count"] = len(units)
-            manifest["calibration"] = calibration.for_manifest(old_manifest, manifest["model"])
+                manifest["model"] = _model_entry(enc)
+                previous, reason = _reusable_vectors(target, old, manifest, force)
+                manifest["vector_store"], embedded, reused = _write_vectors(tmp, passages, enc, previous, progress, say)
+                units = manifest["unit_count"] = manifest["vector_store"]["count"]
+            manifest["calibration"] = calibration.for_manifest(old, manifest["model"])
             manifest["files"] = {
                 p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                 for p in sorted(tmp.rglob("*"))
@@ -394,18 +357,54 @@ def build_index(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return BuildReport(
-        str(target), len(docs), len(passages), manifest["duplicates_collapsed"], len(units) if dense else 0,
+        str(target), len(docs), len(passages), manifest["duplicates_collapsed"], units,
         embedded, reused, time.perf_counter() - started, reason, False, tuple(skipped),
     )  # fmt: skip
 
 
-class _CollectSkipped(logging.Handler):
-    def __init__(self, sink: list[str]) -> None:
-        super().__init__(logging.WARNING)
-        self.sink = sink
+def _model_entry(enc: Encoder) -> dict[str, Any]:
+    """What the manifest records of the model; the probe embedding identifies its behaviour."""
+    probe = probe_vector(enc)
+    return {
+        "name": enc.name,
+        "source": enc.source,
+        "dimension": enc.dimension,
+        "fingerprint": fingerprint(probe),
+        "probe": [round(float(x), 6) for x in probe],
+        "normalized": True,
+    }
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.sink.append(record.getMessage())
+
+def _reusable_vectors(
+    target: Path, old: dict[str, Any] | None, manifest: dict[str, Any], force: bool
+) -> tuple[dict[str, np.ndarray], str | None]:
+    """Vectors of the existing index that stay valid, keyed by text, and why none are, if so."""
+    if force:
+        return {}, "--force"
+    if old and old.get("splitter") != manifest["splitter"]:
+        return {}, "the splitter parameters changed"
+    return _previous_vectors(target, manifest["model"])
+
+
+def _write_vectors(
+    folder: Path, passages: list[Passage], enc: Encoder, previous: dict[str, np.ndarray],
+    progress: bool, say: Callable[[str], None],
+) -> tuple[dict[str, Any], int, int]:  # fmt: skip
+    """Embed the new units, write units.npy, vectors.npy and dense.faiss; returns the
+    manifest's vector store entry and how many texts were embedded and reused."""
+    units = sentence_units(passages)
+    texts = unit_texts(passages, units)
+    unique = set(texts)
+    todo = sorted(unique - previous.keys())
+    say(f"Embedding {len(todo)} new text units ({len(unique) - len(todo)} reused)")
+    fresh = dict(zip(todo, enc.encode_passages(todo, progress=progress), strict=True)) if todo else {}
+    vectors = np.stack([fresh[t] if t in fresh else previous[t] for t in texts]).astype(np.float32)
+    np.save(folder / "units.npy", units, allow_pickle=False)
+    np.save(folder / "vectors.npy", vectors, allow_pickle=False)
+    store = FaissStore.build(vectors)
+    store.save(folder / "dense.faiss")
+    entry = {"kind": store.kind, "count": len(store), "dimension": store.dimension}
+    return entry, len(todo), len(unique) - len(todo)
 
 
 def _read_manifest_quietly(target: Path) -> dict[str, Any] | None:

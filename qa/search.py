@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from qa import calibration
-from qa.embed import Encoder, SentenceTransformerEncoder, fingerprint
+from qa.embed import Encoder, SentenceTransformerEncoder, fingerprint, probe_vector
 from qa.errors import IndexMismatchError, QueryError
 from qa.index import DEFAULT_INDEX, LoadedIndex, load_index, stale_documents
 from qa.lexical import fold, latin_terms, tokenize
@@ -153,10 +153,6 @@ class Retriever:
         return self.index.manifest
 
     @property
-    def calibration(self) -> dict[str, Any]:
-        return dict(self.index.manifest["calibration"])
-
-    @property
     def threshold(self) -> float:
         return float(self.index.manifest["calibration"]["threshold"])
 
@@ -190,7 +186,7 @@ class Retriever:
                 f"Index in {self.index.folder} was built with {model['name']} (dim {model['dimension']}) but the "
                 f"configured model {encoder.name} has dim {encoder.dimension}. {fix}"
             )
-        probe = encoder.encode_passages([_probe_text()])[0]
+        probe = probe_vector(encoder)
         stored = np.asarray(model["probe"], dtype=np.float32)
         if float(probe @ stored) < 0.99:
             raise IndexMismatchError(
@@ -206,9 +202,6 @@ class Retriever:
 
     def documents(self) -> list[dict[str, Any]]:
         return [dict(d) for d in self.index.manifest.get("documents", [])]
-
-    def passage(self, passage_id: str) -> Passage:
-        return self.index.passages[self.index.by_id[passage_id]]
 
     def neighbours(self, source: Source) -> tuple[Passage | None, Passage | None]:
         """The passages before and after `source` in its document."""
@@ -286,7 +279,7 @@ class Retriever:
         exact = {i: self._dense_exact(i, qvec) for i in candidates} if qvec is not None else {}
         fused = self._fuse(candidates, lex_order, dense_order, lexical, exact, mode)
         fused.sort(key=lambda s: (-s.score, s.idx))
-        reference = [(i, self._dense_exact(i, qvec)) for i in dense_order[: REFERENCE + 1]] if qvec is not None else []
+        reference = [(i, exact[i] if i in exact else self._dense_exact(i, qvec)) for i in dense_order[: REFERENCE + 1]]
         return fused[:k], qvec, reference
 
     def _fuse(self, candidates: list[int], lex_order: list[int], dense_order: list[int], lexical: np.ndarray,
@@ -321,15 +314,16 @@ class Retriever:
         return float((self.index.vectors[rows] @ qvec).max()) if len(rows) else 0.0
 
     def _evidence(self, idx: int, qvec: np.ndarray | None) -> tuple[int, int] | None:
-        """The span of the passage's sentence closest to the question."""
-        if qvec is not None and self.index.units is not None and self.index.vectors is not None:
-            rows = self._unit_rows[idx]
-            if len(rows) > 1:
-                sims = self.index.vectors[rows[1:]] @ qvec
-                _, s, e = self.index.units[rows[1 + int(np.argmax(sims))]].tolist()
-                return (int(s), int(e))
+        """The span of the passage's sentence closest to the question (rows after the first
+        unit of a passage are its sentences)."""
+        if qvec is None or self.index.units is None or self.index.vectors is None:
             return None
-        return None
+        rows = self._unit_rows[idx]
+        if len(rows) < 2:
+            return None
+        best = rows[1 + int(np.argmax(self.index.vectors[rows[1:]] @ qvec))]
+        _, start, end = self.index.units[best].tolist()
+        return (int(start), int(end))
 
 
 def _check_calibration(index: LoadedIndex) -> None:
@@ -344,12 +338,6 @@ def _check_calibration(index: LoadedIndex) -> None:
             f"The calibration in {index.folder / 'manifest.json'} does not fit this version of qa "
             f"(features {features}). Rebuild the index: qa index build --index {index.folder} --force"
         )
-
-
-def _probe_text() -> str:
-    from qa.embed import PROBE_TEXT
-
-    return PROBE_TEXT
 
 
 def _group_units(units: np.ndarray | None, n: int) -> list[np.ndarray]:

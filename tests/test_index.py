@@ -156,3 +156,10 @@ def test_a_tokenizer_change_rebuilds_keywords_but_keeps_vectors(seeds_copy: Path
     assert not report.up_to_date and report.full_rebuild_reason is None
     assert report.embedded == 0 and report.reused == first.embedded
     assert load_index(folder).manifest["bm25"]["k1"] == 1.5
+
+
+def test_an_unreadable_file_is_skipped_and_reported(seeds_copy: Path, tmp_path: Path):
+    (seeds_copy / "broken.txt").write_bytes(b"\x00\x01\x02binary")
+    report = build_index(seeds_copy, tmp_path / "index", dense=False)
+    assert report.documents == 5
+    assert len(report.skipped) == 1 and "broken.txt" in report.skipped[0]

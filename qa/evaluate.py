@@ -90,23 +90,25 @@ def load_queries(path: str | Path) -> list[Query]:
     return queries
 
 
-def is_relevant(query: Query, passage_id: str, text: str) -> bool:
-    if passage_id in query.passages:
-        return True
-    norm = normalize(text)
-    return any(normalize(a) in norm for a in query.answers)
+Corpus = list[tuple[str, str]]  # (passage id, normalized text) of every passage of an index
 
 
-def missing_answers(queries: Iterable[Query], retriever: Retriever) -> list[tuple[str, str]]:
+def corpus_of(retriever: Retriever) -> Corpus:
+    return [(p.id, normalize(p.text)) for p in retriever.index.passages]
+
+
+def relevant_ids(query: Query, corpus: Corpus) -> set[str]:
+    """Ids of the passages that answer `query`: they contain an answer (both normalized) or are gold."""
+    answers = [normalize(a) for a in query.answers]
+    return {pid for pid, text in corpus if pid in query.passages or any(a in text for a in answers)}
+
+
+def missing_answers(
+    queries: Iterable[Query], retriever: Retriever, corpus: Corpus | None = None
+) -> list[tuple[str, str]]:
     """(query id, answer) pairs that no passage of the index contains: they would count as misses."""
-    texts = [normalize(p.text) for p in retriever.index.passages]
-    out = []
-    for q in queries:
-        for a in q.answers:
-            na = normalize(a)
-            if not any(na in t for t in texts):
-                out.append((q.id, a))
-    return out
+    texts = [text for _, text in (corpus if corpus is not None else corpus_of(retriever))]
+    return [(q.id, a) for q in queries for a in q.answers if not any(normalize(a) in t for t in texts)]
 
 
 @dataclass
@@ -133,9 +135,9 @@ class EvalResult:
         }  # fmt: skip
 
 
-def _row(q: Query, result: SearchResult, retriever: Retriever) -> dict[str, Any]:
-    relevant_ranks = [h.rank for h in result.hits if is_relevant(q, h.id, h.text)]
-    total = sum(1 for p in retriever.index.passages if is_relevant(q, p.id, p.text)) if q.answerable else 0
+def _row(q: Query, result: SearchResult, corpus: Corpus) -> dict[str, Any]:
+    relevant = relevant_ids(q, corpus)
+    relevant_ranks = [h.rank for h in result.hits if h.id in relevant]
     top = result.hits[0] if result.hits else None
     return {
         "id": q.id,
@@ -145,7 +147,7 @@ def _row(q: Query, result: SearchResult, retriever: Retriever) -> dict[str, Any]
         "answerable": q.answerable,
         "first_relevant_rank": relevant_ranks[0] if relevant_ranks else None,
         "relevant_ranks": relevant_ranks,
-        "relevant_total": total,
+        "relevant_total": len(relevant),
         "answered": result.answered,
         "confidence": round(result.confidence, 4),
         "top_id": top.id if top else None,
@@ -204,10 +206,11 @@ def evaluate(retriever: Retriever, queries: Sequence[Query], k: int = 10, *, mod
         from tqdm import tqdm
 
         it = tqdm(queries, desc=f"eval {mode}", unit="q", file=sys.stderr, leave=False)
+    corpus = corpus_of(retriever)
     rows = []
     for q in it:
         result = retriever.search(q.query, k=k, mode=mode)
-        rows.append(_row(q, result, retriever))
+        rows.append(_row(q, result, corpus))
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     langs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -222,7 +225,7 @@ def evaluate(retriever: Retriever, queries: Sequence[Query], k: int = 10, *, mod
         by_language={lang: summarize(rs, k) for lang, rs in sorted(langs.items())},
         rows=rows,
         threshold=retriever.threshold,
-        missing=missing_answers(queries, retriever),
+        missing=missing_answers(queries, retriever, corpus),
     )
 
 

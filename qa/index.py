@@ -249,6 +249,7 @@ def _document_entry(doc: Document, root: Path, passages: int) -> dict[str, Any]:
         "title": doc.title,
         "sha256": doc.sha256,
         "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
         "passages": passages,
         "meta": dict(doc.meta),
     }
@@ -535,7 +536,9 @@ def stale_documents(manifest: dict[str, Any]) -> list[str]:
     changes = [f"new: {f}" for f in sorted(set(on_disk) - set(indexed))]
     changes += [f"deleted: {f}" for f in sorted(set(indexed) - set(on_disk))]
     for f in sorted(set(indexed) & set(on_disk)):
-        p = on_disk[f]
-        if p.stat().st_size != indexed[f]["bytes"] or sha256_file(p) != indexed[f]["sha256"]:
+        stat, entry = on_disk[f].stat(), indexed[f]
+        if stat.st_size == entry["bytes"] and stat.st_mtime_ns == entry.get("mtime_ns"):
+            continue  # untouched since the build: no need to read it
+        if stat.st_size != entry["bytes"] or sha256_file(on_disk[f]) != entry["sha256"]:
             changes.append(f"changed: {f}")
     return changes

@@ -163,3 +163,12 @@ def test_an_unreadable_file_is_skipped_and_reported(seeds_copy: Path, tmp_path: 
     report = build_index(seeds_copy, tmp_path / "index", dense=False)
     assert report.documents == 5
     assert len(report.skipped) == 1 and "broken.txt" in report.skipped[0]
+
+
+def test_a_touched_but_unchanged_document_is_not_stale(seeds_copy: Path, tmp_path: Path):
+    import os
+
+    build_index(seeds_copy, tmp_path / "index", dense=False)
+    doc = seeds_copy / "001_90bd3d4f88e6e1ee.txt"
+    os.utime(doc, ns=(doc.stat().st_atime_ns, doc.stat().st_mtime_ns + 10**9))
+    assert stale_documents(read_manifest(tmp_path / "index")) == []

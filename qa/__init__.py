@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+DEFAULT_DOCS = "seeds"  # the seed corpus, relative to the working directory
+DEFAULT_INDEX = "vectors/default"
 
 __all__ = [
     "BuildReport", "EvalResult", "Hit", "Retriever", "SearchResult", "Source", "__version__",

@@ -1,8 +1,10 @@
 """Stage 5b: the calibrated "no answer" decision.
 
-A hit's confidence is a logistic model over a few scale-stable features (best cosine
-similarity of the passage or one of its sentences to the question; the IDF-weighted
-share of the question's keywords found in the passage). It is fitted on a labelled
+A hit's confidence is a logistic model over a few scale-stable features (`hit_features`
+in qa.search): the best cosine similarity of the passage or one of its sentences to the
+question, its margin over the next best passages, the IDF-weighted share of the
+question's keywords found in the passage, and the share of Latin letters in the
+question (cross-lingual similarities run lower). It is fitted on a labelled
 query set that includes unanswerable questions (`qa eval --calibrate`), and stored in
 the index manifest. A result is answered when its top hit's confidence reaches the
 threshold.
@@ -37,7 +39,13 @@ LEXICAL_DEFAULT: dict[str, Any] = {
     "threshold": 0.5,
     "fitted": False,
 }
-GENERIC_DENSE: dict[str, Any] = {**DEFAULTS["intfloat/multilingual-e5-small"]}
+# Another model starts from the e5 numbers, marked as not fitted for it.
+GENERIC_DENSE: dict[str, Any] = {
+    **DEFAULTS["intfloat/multilingual-e5-small"],
+    "fitted": False,
+    "fitted_on": None,
+    "note": "not fitted for this model: run qa eval --calibrate",
+}
 
 
 def for_manifest(old_manifest: Mapping[str, Any] | None, model: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -51,9 +59,7 @@ def for_manifest(old_manifest: Mapping[str, Any] | None, model: Mapping[str, Any
             return dict(old)
     if model is None:
         return dict(LEXICAL_DEFAULT)
-    return dict(
-        DEFAULTS.get(model["name"], {**GENERIC_DENSE, "note": "not fitted for this model: run qa eval --calibrate"})
-    )
+    return dict(DEFAULTS.get(model["name"], GENERIC_DENSE))
 
 
 def confidence(calibration: Mapping[str, Any], features: Mapping[str, float]) -> float:

@@ -11,10 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from qa import DEFAULT_DOCS, DEFAULT_INDEX
 from qa.errors import QAError, QueryError
-
-DEFAULT_DOCS = "seeds"
-DEFAULT_INDEX = "vectors/default"
 
 
 def _say(msg: str) -> None:

@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from qa import __version__, calibration
+from qa import DEFAULT_DOCS, DEFAULT_INDEX, __version__, calibration
 from qa.documents import Document, iter_files, read_documents
-from qa.embed import Encoder, SentenceTransformerEncoder, fingerprint, probe_vector
+from qa.embed import Encoder, SentenceTransformerEncoder, configured_model, fingerprint, probe_vector
 from qa.errors import IndexCorruptError, IndexMissingError, QAError
 from qa.lexical import BM25_PARAMS, STOPWORDS, LexicalIndex
 from qa.split import (
@@ -54,8 +54,6 @@ log = logging.getLogger(__name__)
 FORMAT = "qa-index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-DEFAULT_DOCS = "seeds"
-DEFAULT_INDEX = "vectors/default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +253,7 @@ def _document_entry(doc: Document, root: Path, passages: int) -> dict[str, Any]:
     }
 
 
-def _previous_vectors(target: Path, model_entry: dict[str, Any] | None) -> tuple[dict[str, np.ndarray], str | None]:
+def _previous_vectors(target: Path, model_entry: dict[str, Any]) -> tuple[dict[str, np.ndarray], str | None]:
     """Unit vectors of the existing index, keyed by unit text, when they can be reused."""
     if not (target / MANIFEST).exists():
         return {}, "no index yet"
@@ -263,8 +261,6 @@ def _previous_vectors(target: Path, model_entry: dict[str, Any] | None) -> tuple
         old = load_index(target)
     except QAError as exc:
         return {}, f"the existing index cannot be read ({exc})"
-    if model_entry is None:
-        return {}, None
     old_model = old.manifest.get("model")
     if not old_model:
         return {}, "the existing index has no vectors"
@@ -431,7 +427,7 @@ def _unchanged(
     if dense != has_model:
         return False
     if dense:
-        wanted = encoder.name if encoder is not None else (model or _configured_model())
+        wanted = encoder.name if encoder is not None else (model or configured_model())
         if manifest["model"]["name"] != wanted:
             return False
     try:
@@ -439,12 +435,6 @@ def _unchanged(
     except QAError:
         return False
     return True
-
-
-def _configured_model() -> str:
-    from qa.embed import configured_model
-
-    return configured_model()
 
 
 # ---------------------------------------------------------------- loading

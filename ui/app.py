@@ -30,6 +30,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
+from qa import DEFAULT_DOCS, DEFAULT_INDEX
 from qa.documents import SUFFIXES, UnreadableFile, parse_document
 from qa.embed import Encoder, SentenceTransformerEncoder
 from qa.errors import IndexMissingError, QAError, QueryError, UploadError
@@ -532,7 +533,7 @@ def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str
     return retriever
 
 
-def serve(docs_dir: str | Path = "seeds", index_dir: str | Path = "vectors/default", host: str = "127.0.0.1",
+def serve(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = DEFAULT_INDEX, host: str = "127.0.0.1",
           port: int = 7860, share: bool = False, model: str | None = None, *,
           feedback_path: str | Path | None = None) -> int:  # fmt: skip
     """Run the chat until Ctrl+C: update the index if needed, warm up, launch on host:port."""

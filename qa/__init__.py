@@ -15,21 +15,63 @@ DEFAULT_DOCS = "seeds"  # the seed corpus, relative to the working directory
 DEFAULT_INDEX = "vectors/default"
 
 __all__ = [
-    "BuildReport", "EvalResult", "Hit", "Retriever", "SearchResult", "Source", "__version__",
-    "build_index", "evaluate", "load_queries",
+    "MAX_K",
+    "MAX_QUERY_CHARS",
+    "MODES",
+    "SUFFIXES",
+    "BuildReport",
+    "Calibration",
+    "Document",
+    "Encoder",
+    "EvalResult",
+    "Hit",
+    "Index",
+    "IndexMissingError",
+    "Manifest",
+    "Mode",
+    "Opened",
+    "Passage",
+    "QAError",
+    "QueryError",
+    "Retriever",
+    "SearchResult",
+    "SentenceTransformerEncoder",
+    "Source",
+    "Stage",
+    "UnreadableFile",
+    "UploadError",
+    "__version__",
+    "build_index",
+    "evaluate",
+    "load_queries",
+    "open_or_build",
+    "parse_document",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
+    from qa.documents import SUFFIXES, Document, UnreadableFile, parse_document
+    from qa.embed import Encoder, SentenceTransformerEncoder
+    from qa.errors import IndexMissingError, QAError, QueryError, UploadError
     from qa.evaluate import EvalResult, evaluate, load_queries
-    from qa.index import BuildReport, build_index
-    from qa.search import Hit, Retriever, SearchResult
-    from qa.split import Source
+    from qa.index import BuildReport, Index, Opened, build_index, open_or_build
+    from qa.manifest import Calibration, Manifest
+    from qa.progress import Stage
+    from qa.search import MAX_K, MAX_QUERY_CHARS, MODES, Hit, Mode, Retriever, SearchResult
+    from qa.split import Passage, Source
 
 _LAZY = {
-    "BuildReport": "qa.index", "build_index": "qa.index",
-    "Hit": "qa.search", "Retriever": "qa.search", "SearchResult": "qa.search",
-    "Source": "qa.split",
+    "SUFFIXES": "qa.documents", "Document": "qa.documents", "UnreadableFile": "qa.documents",
+    "parse_document": "qa.documents",
+    "Encoder": "qa.embed", "SentenceTransformerEncoder": "qa.embed",
+    "IndexMissingError": "qa.errors", "QAError": "qa.errors", "QueryError": "qa.errors", "UploadError": "qa.errors",
     "EvalResult": "qa.evaluate", "evaluate": "qa.evaluate", "load_queries": "qa.evaluate",
+    "BuildReport": "qa.index", "Index": "qa.index", "Opened": "qa.index", "build_index": "qa.index",
+    "open_or_build": "qa.index",
+    "Calibration": "qa.manifest", "Manifest": "qa.manifest",
+    "Stage": "qa.progress",
+    "MAX_K": "qa.search", "MAX_QUERY_CHARS": "qa.search", "MODES": "qa.search", "Hit": "qa.search",
+    "Mode": "qa.search", "Retriever": "qa.search", "SearchResult": "qa.search",
+    "Passage": "qa.split", "Source": "qa.split",
 }  # fmt: skip
 
 

@@ -14,81 +14,72 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
+
+from qa.manifest import Calibration, Manifest, ModelInfo
 
 DENSE_FEATURES = ("dense", "gap", "coverage", "latin", "dense_latin")
 LEXICAL_FEATURES = ("coverage", "latin")
 
 # Fitted with `qa eval tests/data/queries.jsonl --calibrate` on the seed index.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "intfloat/multilingual-e5-small": {
-        "features": list(DENSE_FEATURES),
-        "weights": [15.6044, 28.756, 4.387, 1.4634, 1.905],
-        "bias": -16.5065,
-        "threshold": 0.3131,
-        "fitted": True,
-        "fitted_on": "tests/data/queries.jsonl (shipped default)",
-    },
+DEFAULTS: dict[str, Calibration] = {
+    "intfloat/multilingual-e5-small": Calibration(
+        features=DENSE_FEATURES,
+        weights=(15.6044, 28.756, 4.387, 1.4634, 1.905),
+        bias=-16.5065,
+        threshold=0.3131,
+        fitted=True,
+        fitted_on="tests/data/queries.jsonl (shipped default)",
+    ),
 }
-LEXICAL_DEFAULT: dict[str, Any] = {
-    "features": list(LEXICAL_FEATURES),
-    "weights": [8.0, -2.0],
-    "bias": -4.0,
-    "threshold": 0.5,
-    "fitted": False,
-}
-# Another model starts from the e5 numbers, marked as not fitted for it.
-GENERIC_DENSE: dict[str, Any] = {
-    **DEFAULTS["intfloat/multilingual-e5-small"],
-    "fitted": False,
-    "fitted_on": None,
-    "note": "not fitted for this model: run qa eval --calibrate",
-}
+LEXICAL_DEFAULT = Calibration(features=LEXICAL_FEATURES, weights=(8.0, -2.0), bias=-4.0, threshold=0.5)
 
 
-def for_manifest(old_manifest: Mapping[str, Any] | None, model: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The calibration a new build starts with: the previous one if it fits, else a default."""
-    features = list(DENSE_FEATURES) if model else list(LEXICAL_FEATURES)
-    if old_manifest:
-        old = old_manifest.get("calibration")
-        old_model = old_manifest.get("model")
-        same_model = (old_model or {}).get("fingerprint") == (model or {}).get("fingerprint")
-        if old and old.get("features") == features and same_model:
-            return dict(old)
+def default_for(model: ModelInfo | None) -> Calibration:
+    """The shipped calibration for a model; another model starts from the e5 numbers, marked unfitted."""
     if model is None:
-        return dict(LEXICAL_DEFAULT)
-    return dict(DEFAULTS.get(model["name"], GENERIC_DENSE))
+        return LEXICAL_DEFAULT
+    if model.name in DEFAULTS:
+        return DEFAULTS[model.name]
+    generic = DEFAULTS["intfloat/multilingual-e5-small"]
+    return replace(
+        generic, fitted=False, fitted_on=None, details={"note": "not fitted for this model: run qa eval --calibrate"}
+    )
 
 
-def confidence(calibration: Mapping[str, Any], features: Mapping[str, float]) -> float:
+def for_manifest(old: Manifest | None, model: ModelInfo | None) -> Calibration:
+    """The calibration a new build starts with: the previous one if it fits, else a default."""
+    features = DENSE_FEATURES if model else LEXICAL_FEATURES
+    if old is not None:
+        same_model = (old.model.fingerprint if old.model else None) == (model.fingerprint if model else None)
+        if old.calibration.features == features and same_model:
+            return old.calibration
+    return default_for(model)
+
+
+def confidence(calibration: Calibration, features: Mapping[str, float]) -> float:
     """Calibrated probability that a hit answers the question."""
-    z = float(calibration["bias"])
-    for name, w in zip(calibration["features"], calibration["weights"], strict=True):
-        z += float(w) * float(features.get(name, 0.0))
+    z = calibration.bias
+    for name, w in zip(calibration.features, calibration.weights, strict=True):
+        z += w * float(features.get(name, 0.0))
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
 
-def fit_logistic(
-    x: np.ndarray, y: np.ndarray, *, sample_weight: np.ndarray | None = None, l2: float = 1e-2, iterations: int = 100
-) -> tuple[np.ndarray, float]:
-    """Weights and bias of an L2-regularized, optionally weighted logistic regression (Newton's method)."""
-    n, d = x.shape
-    sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float)
-    a = np.hstack([x, np.ones((n, 1))])
-    w = np.zeros(d + 1)
-    reg = np.eye(d + 1) * l2
-    reg[-1, -1] = 0.0
-    for _ in range(iterations):
-        p = 1 / (1 + np.exp(-np.clip(a @ w, -50, 50)))
-        grad = a.T @ (sw * (p - y)) + reg @ w
-        hess = a.T @ (a * (sw * p * (1 - p))[:, None]) + reg + 1e-9 * np.eye(d + 1)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return w[:-1], float(w[-1])
+def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1.0) -> tuple[np.ndarray, float]:
+    """Weights and bias of an L2-regularized, class-balanced logistic regression (scikit-learn).
+
+    `l2` is the penalty's strength (scikit-learn's C is its inverse); features are standardized
+    first so the penalty treats them alike, and the weights returned apply to the raw features.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-9
+    model = LogisticRegression(C=1.0 / l2, class_weight="balanced", max_iter=1000)
+    model.fit((x - mu) / sd, y.astype(int))
+    w_std, b_std = model.coef_[0], float(model.intercept_[0])
+    return w_std / sd, b_std - float((w_std * mu / sd).sum())
 
 
 def best_threshold(scores: Sequence[float], answerable: Sequence[bool], precision: float | None = None) -> float:

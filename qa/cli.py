@@ -13,6 +13,7 @@ from typing import Any
 
 from qa import DEFAULT_DOCS, DEFAULT_INDEX
 from qa.errors import QAError, QueryError
+from qa.progress import Stage
 
 
 def _say(msg: str) -> None:
@@ -30,13 +31,58 @@ def _mark(text: str, spans: Sequence[Sequence[int]], color: bool) -> str:
     return "".join(out)
 
 
+STAGE_LABELS = {
+    Stage.READ: "Reading documents",
+    Stage.SPLIT: "Splitting into passages",
+    Stage.MODEL: "Loading the embedding model",
+    Stage.EMBED: "Embedding new text units",
+    Stage.KEYWORDS: "Indexing keywords (jieba + BM25)",
+    Stage.WRITE: "Writing the index",
+    Stage.LOAD: "Loading the index",
+}
+
+
+class ProgressBars:
+    """Build progress on stderr: a tqdm bar for the stages that count items, a line for the others."""
+
+    COUNTED = (Stage.READ, Stage.EMBED)
+
+    def __init__(self) -> None:
+        self.stage: Stage | None = None
+        self.bar: Any = None
+
+    def __call__(self, stage: Stage, done: int, total: int) -> None:
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            if stage in self.COUNTED and total > 0:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=STAGE_LABELS[stage], unit="unit" if stage == Stage.EMBED else "file",
+                                file=sys.stderr, leave=False)  # fmt: skip
+            elif stage != Stage.EMBED:
+                _say(STAGE_LABELS[stage])
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from qa.index import build_index
 
-    report = build_index(
-        args.docs, args.index, model=args.model, dense=not args.no_dense, max_chars=args.max_chars,
-        force=args.force, progress=not args.quiet, on_stage=None if args.quiet else _say,
-    )  # fmt: skip
+    bars = None if args.quiet else ProgressBars()
+    try:
+        report = build_index(
+            args.docs, args.index, model=args.model, dense=not args.no_dense, max_chars=args.max_chars,
+            force=args.force, store=args.store, uri=args.uri, token_env=args.token_env, on_progress=bars,
+        )  # fmt: skip
+    finally:
+        if bars is not None:
+            bars.close()
     if report.up_to_date:
         print(f"Index {report.index_dir} is up to date ({report.documents} documents, {report.passages} passages). "
               f"Use --force to rebuild.")  # fmt: skip
@@ -52,37 +98,29 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from qa.index import read_manifest, stale_documents, verify_files
+    from qa.index import Index
 
-    manifest = read_manifest(args.index)
-    verify_files(Path(args.index), manifest)
+    index = Index.open(args.index)
+    m = index.manifest
     if args.json:
-        print(json.dumps(manifest, ensure_ascii=False, indent=2))
+        print(m.to_json())
         return 0
-    model = manifest.get("model")
-    cal = manifest.get("calibration", {})
-    print(
-        f"Index:       {args.index} (format {manifest['format_version']}, built {manifest['created']} by qa {manifest['qa_version']})"
-    )
-    print(f"Documents:   {len(manifest['documents'])} from {manifest['docs_dir']}")
-    for d in manifest["documents"]:
-        print(f"  - {d['file']}: {d['title']} ({d['passages']} passages)")
-    print(f"Passages:    {manifest['passage_count']} ({manifest['duplicates_collapsed']} duplicates collapsed)")
-    if model:
-        store = manifest["vector_store"]
-        print(
-            f"Model:       {model['name']} (dim {model['dimension']}, {model['source']}, fingerprint {model['fingerprint']})"
-        )
-        print(f"Vectors:     {store['count']} in {store['kind']}")
+    cal = m.calibration
+    print(f"Index:       {args.index} (format {m.format_version}, built {m.created} by qa {m.qa_version})")
+    print(f"Documents:   {len(m.documents)} from {m.docs_dir}")
+    for d in m.documents:
+        print(f"  - {d.file}: {d.title} ({d.passages} passages)")
+    print(f"Passages:    {m.passage_count} ({m.duplicates_collapsed} duplicates collapsed)")
+    if m.model and m.store:
+        print(f"Model:       {m.model.name} (dim {m.model.dimension}, {m.model.backend}, {m.model.source}, "
+              f"fingerprint {m.model.fingerprint})")  # fmt: skip
+        where = f" at {m.store.uri}, collections {m.store.collection}_*" if m.store.kind == "milvus" else ""
+        print(f"Vectors:     {m.store.vectors} in {m.store.kind} ({m.store.index}){where}")
     else:
         print("Model:       none (keyword search only)")
-    print(
-        f"Splitter:    max {manifest['splitter']['max_chars']} characters, near-duplicates at Jaccard {manifest['splitter']['near_dup']}"
-    )
-    print(
-        f"Threshold:   {cal.get('threshold')} ({'fitted on ' + cal['fitted_on'] if cal.get('fitted_on') else 'default'})"
-    )
-    changes = stale_documents(manifest)
+    print(f"Splitter:    max {m.splitter.max_chars} characters, near-duplicates at Jaccard {m.splitter.near_dup}")
+    print(f"Threshold:   {cal.threshold} ({'fitted on ' + cal.fitted_on if cal.fitted_on else 'default'})")
+    changes = index.changes()
     print("Status:      " + ("stale: " + "; ".join(changes) + "; run qa index build" if changes else "up to date"))
     return 0
 
@@ -118,12 +156,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the chat app (package `ui`) in this process's place: the engine never imports its UI."""
+    argv = [sys.executable, "-m", "ui", "--docs", args.docs, "--index", args.index, "--host", args.host,
+            "--port", str(args.port)] + (["--model", args.model] if args.model else []) + (
+            ["--share"] if args.share else [])  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        from ui.app import serve
-    except ImportError as exc:
+        os.execv(sys.executable, argv)
+    except OSError as exc:
         raise QAError(f"The web app cannot start ({exc}). Install the project: make install") from exc
-    return serve(docs_dir=args.docs, index_dir=args.index, host=args.host, port=args.port, share=args.share,
-                 model=args.model)  # fmt: skip
+    return 1  # not reached: execv replaces this process
 
 
 def _positive_int(text: str) -> int:
@@ -155,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--no-dense", action="store_true", help="keyword (BM25) index only, no embedding model")
     build.add_argument("--max-chars", type=_positive_int, default=None, help="passage size limit in characters")
     build.add_argument("--force", action="store_true", help="rebuild everything, re-embedding all passages")
+    build.add_argument(
+        "--store", choices=["faiss", "milvus"], default=None,
+        help="where vectors and keywords live: faiss (files in the index folder, the default) or milvus",
+    )  # fmt: skip
+    build.add_argument(
+        "--uri", default=None,
+        help="with --store milvus: a Milvus Lite file (default INDEX/milvus.db) or http://host:19530",
+    )  # fmt: skip
+    build.add_argument(
+        "--token-env", default=None, metavar="VAR",
+        help="with --store milvus: the environment variable holding the server's token (never stored)",
+    )  # fmt: skip
     build.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     build.set_defaults(func=cmd_build)
     info = index.add_parser("info", help="describe an index")

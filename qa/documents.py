@@ -21,6 +21,7 @@ from typing import Literal
 import yaml
 
 from qa.errors import DocumentsError
+from qa.progress import Progress, Stage, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,9 @@ def iter_files(docs_dir: Path) -> Iterator[Path]:
             yield p
 
 
-def read_documents(docs_dir: str | Path, *, skipped: list[str] | None = None) -> list[Document]:
+def read_documents(
+    docs_dir: str | Path, *, skipped: list[str] | None = None, on_progress: Progress | None = None
+) -> list[Document]:
     """Read every document below `docs_dir`; unreadable files are skipped with a warning
     (also appended to `skipped`, when given)."""
     root = Path(docs_dir)
@@ -277,7 +280,10 @@ def read_documents(docs_dir: str | Path, *, skipped: list[str] | None = None) ->
             f"or point to another folder: qa index build --docs PATH"
         )
     docs = []
-    for p in iter_files(root):
+    files = list(iter_files(root))
+    report = on_progress or no_progress
+    for n, p in enumerate(files, start=1):
+        report(Stage.READ, n - 1, len(files))
         rel = p.relative_to(root).as_posix()
         try:
             docs.append(parse_document(p.read_bytes(), rel))
@@ -285,6 +291,7 @@ def read_documents(docs_dir: str | Path, *, skipped: list[str] | None = None) ->
             log.warning("Skipped %s: %s", p, exc)
             if skipped is not None:
                 skipped.append(f"Skipped {p}: {exc}")
+    report(Stage.READ, len(files), len(files))
     if not docs:
         raise DocumentsError(
             f"No readable documents in {root}. Add .txt, .md or .html files "

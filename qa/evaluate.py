@@ -16,7 +16,7 @@ import sys
 import types
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import numpy as np
 
 from qa import calibration
 from qa.errors import QuerySetError
+from qa.manifest import Calibration
 from qa.search import Mode, Retriever, SearchResult
 from qa.split import normalize
 
@@ -94,7 +95,7 @@ Corpus = list[tuple[str, str]]  # (passage id, normalized text) of every passage
 
 
 def corpus_of(retriever: Retriever) -> Corpus:
-    return [(p.id, normalize(p.text)) for p in retriever.index.passages]
+    return [(p.id, normalize(p.text)) for p in retriever.passages()]
 
 
 def relevant_ids(query: Query, corpus: Corpus) -> set[str]:
@@ -233,34 +234,21 @@ def evaluate(retriever: Retriever, queries: Sequence[Query], k: int = 10, *, mod
 
 
 def calibrate(result: EvalResult, retriever: Retriever, *, precision: float | None = None,
-              source: str = "") -> dict[str, Any]:  # fmt: skip
+              source: str = "") -> Calibration:  # fmt: skip
     """Fit the confidence model and threshold on an evaluation's top hits; returns the new calibration."""
-    features = list(calibration.DENSE_FEATURES if retriever.has_dense else calibration.LEXICAL_FEATURES)
+    features = calibration.DENSE_FEATURES if retriever.has_dense else calibration.LEXICAL_FEATURES
     usable = [r for r in result.rows if r["top_features"]]
     if len({r["answerable"] for r in usable}) < 2:
         raise QuerySetError('Calibration needs both answerable and unanswerable questions ("answers": []) in the set.')
     x = np.array([[r["top_features"].get(f, 0.0) for f in features] for r in usable])
     y = np.array([1.0 if r["answerable"] else 0.0 for r in usable])
-    # Fit on standardized features (so the regularization treats them alike), report raw weights.
-    mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-9
-    w_std, b_std = calibration.fit_logistic((x - mu) / sd, y, sample_weight=_balanced(y), l2=CALIBRATION_L2)
-    weights, bias = w_std / sd, b_std - float((w_std * mu / sd).sum())
-    cal: dict[str, Any] = {
-        "features": features,
-        "weights": [round(float(w), 4) for w in weights],
-        "bias": round(bias, 4),
-    }
-    scores = [calibration.confidence({**cal, "threshold": 0.5}, dict(zip(features, row, strict=True))) for row in x]
-    cal["threshold"] = round(calibration.best_threshold(scores, [bool(v) for v in y], precision), 4)
-    cal.update(fitted=True, fitted_on=source, fitted_at=datetime.now(UTC).isoformat(timespec="seconds"),
-               queries=len(usable), target_precision=precision)  # fmt: skip
-    return cal
-
-
-def _balanced(y: np.ndarray) -> np.ndarray:
-    pos = max(int(y.sum()), 1)
-    neg = max(int(len(y) - y.sum()), 1)
-    return np.where(y > 0, len(y) / (2 * pos), len(y) / (2 * neg))
+    weights, bias = calibration.fit_logistic(x, y, l2=CALIBRATION_L2)
+    cal = Calibration(features, tuple(round(float(w), 4) for w in weights), round(bias, 4), 0.5)
+    scores = [calibration.confidence(cal, dict(zip(features, row, strict=True))) for row in x]
+    threshold = round(calibration.best_threshold(scores, [bool(v) for v in y], precision), 4)
+    details = {"fitted_at": datetime.now(UTC).isoformat(timespec="seconds"), "queries": len(usable),
+               "target_precision": precision}  # fmt: skip
+    return replace(cal, threshold=threshold, fitted=True, fitted_on=source, details=details)
 
 
 # ---------------------------------------------------------------- output
@@ -383,8 +371,6 @@ def write_plot(results: Sequence[EvalResult], path: Path) -> None:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
-    from qa.index import MANIFEST, write_json_atomic
-
     queries = load_queries(args.file)
     retriever = Retriever.load(args.index, fusion=args.fusion)
     wanted = ("hybrid", "dense", "lexical") if args.mode == "all" else (args.mode,)
@@ -398,12 +384,10 @@ def run_eval_command(args: argparse.Namespace) -> int:
     if args.calibrate:
         main = next((r for r in results if r.mode == "hybrid"), results[0])
         cal = calibrate(main, retriever, precision=args.precision, source=str(args.file))
-        manifest = dict(retriever.manifest)
-        manifest["calibration"] = cal
-        write_json_atomic(Path(args.index) / MANIFEST, manifest)
-        retriever.index.manifest = manifest
+        retriever.index.save_calibration(cal)
         print(
-            f"Calibrated: threshold {cal['threshold']} (weights {cal['weights']}, bias {cal['bias']}), saved in {Path(args.index) / MANIFEST}",
+            f"Calibrated: threshold {cal.threshold} (weights {list(cal.weights)}, bias {cal.bias}), "
+            f"saved in the manifest of {args.index}",
             file=sys.stderr,
         )
         results = [evaluate(retriever, queries, args.k, mode=m) for m in modes]

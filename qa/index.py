@@ -1,17 +1,14 @@
-"""Stage 4: build, save, load and update the on-disk index folder (e.g. `vectors/default/`).
+"""Stage 4: an index and its life — build, update, verify, check staleness, recalibrate, reload.
 
-The folder holds plain files only, each checksummed in `manifest.json`:
+An index is a folder (e.g. `vectors/default/`) with a `manifest.json` (see qa.manifest)
+and, for the embedded store, the store files (see qa.stores.local), each checksummed in
+the manifest. With `--store milvus` the passages, units, vectors and keywords live in
+Milvus collections and the folder holds the manifest (a copy of it lives in Milvus too).
 
-    manifest.json     format version, parameters, model, documents, calibration, checksums
-    passages.jsonl    one passage per line: id, text, sources
-    units.npy         int32 rows (passage, start, end): the passage and its sentences, embedded
-    vectors.npy       float32 unit vectors (L2-normalized), the source of truth for updates
-    dense.faiss       FAISS index over vectors.npy
-    bm25/             bm25s arrays (.npy, loaded with allow_pickle=False) and JSON
-
-A build writes a temporary folder beside the target, fsyncs it and renames it into
-place, so a crash leaves the previous index (or, between the two renames, a backup
-that `load_index` restores). Nothing is ever unpickled.
+A build of the embedded store writes a temporary folder beside the target, fsyncs it and
+renames it into place, so a crash leaves the previous index (or, between the two renames,
+a backup that `Index.open` restores). An update is incremental: only passages whose text
+is new are embedded. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -19,14 +16,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,24 +32,27 @@ import numpy as np
 from qa import DEFAULT_DOCS, DEFAULT_INDEX, __version__, calibration
 from qa.documents import Document, iter_files, read_documents
 from qa.embed import Encoder, SentenceTransformerEncoder, configured_model, fingerprint, probe_vector
-from qa.errors import IndexCorruptError, IndexMissingError, QAError
-from qa.lexical import BM25_PARAMS, STOPWORDS, LexicalIndex
-from qa.split import (
-    DEFAULT_MAX_CHARS,
-    DEFAULT_NEAR_DUP,
-    Passage,
-    Source,
-    collapse_duplicates,
-    split_document,
-    split_sentences,
+from qa.errors import IndexCorruptError, IndexMismatchError, IndexMissingError, QAError
+from qa.lexical import BM25_PARAMS, STOPWORDS
+from qa.manifest import (
+    MANIFEST,
+    Calibration,
+    DocumentEntry,
+    FileEntry,
+    Manifest,
+    ModelInfo,
+    Splitter,
+    StoreInfo,
+    StoreKind,
 )
-from qa.vectors import FaissStore
+from qa.progress import Progress, Stage, no_progress
+from qa.split import DEFAULT_MAX_CHARS, DEFAULT_NEAR_DUP, Passage, collapse_duplicates, split_document, split_sentences
+from qa.stores import KeywordStore, PassageStore, Unit, VectorStore
+from qa.stores.local import Bm25KeywordStore, FaissVectorStore, PassageTable
 
 log = logging.getLogger(__name__)
 
-FORMAT = "qa-index"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+EMBED_BATCH = 64  # texts per progress event while embedding
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,21 +73,12 @@ class BuildReport:
 
 
 @dataclass
-class LoadedIndex:
-    """An index folder read into memory and verified."""
+class Stores:
+    """The three stores of one index (see qa.stores)."""
 
-    folder: Path
-    manifest: dict[str, Any]
-    passages: list[Passage]
-    lexical: LexicalIndex
-    units: np.ndarray | None = None
-    vectors: np.ndarray | None = None
-    store: FaissStore | None = None
-    by_id: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def dense(self) -> bool:
-        return self.store is not None
+    passages: PassageStore
+    keywords: KeywordStore
+    vectors: VectorStore | None = None
 
 
 # ---------------------------------------------------------------- files
@@ -102,28 +92,29 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_tree(folder: Path) -> None:
-    for p in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    fd = os.open(folder, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write a JSON file by temp file + fsync + rename (used for manifest updates)."""
+def _fsync_tree(folder: Path) -> None:
+    for p in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
+        _fsync(p)
+    _fsync(folder)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file by temp file + fsync + rename: readers see the old file or the new one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=2)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -161,11 +152,7 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
     if target.exists():
         os.replace(target, backup)
     os.replace(tmp, target)
-    fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(target.parent)
     if backup.exists():
         shutil.rmtree(backup)
 
@@ -183,43 +170,165 @@ def _check_target(target: Path) -> None:
         )
 
 
+def read_manifest(index_dir: str | Path) -> Manifest:
+    """The manifest of an index folder, checked for format, version and shape."""
+    folder = Path(index_dir)
+    _recover(folder)
+    path = folder / MANIFEST
+    if not folder.exists() or not path.exists():
+        if folder.exists() and any(folder.iterdir()):
+            raise IndexCorruptError(
+                f"{path} is missing, so {folder} is not a usable index. Rebuild it: qa index build --index {folder}"
+            )
+        raise IndexMissingError(f"No index in {folder}. Build it first: qa index build --index {folder}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexCorruptError(f"{path} cannot be read ({exc}). Rebuild the index: qa index build") from exc
+    return Manifest.from_json(text, where=str(path))
+
+
+def verify_files(folder: Path, manifest: Manifest) -> None:
+    """Every file the manifest lists is present, of the right size and checksum."""
+    fix = f"Rebuild the index: qa index build --index {folder}"
+    for name, entry in manifest.files.items():
+        path = folder / name
+        if not path.is_file():
+            raise IndexCorruptError(f"Index file {path} is missing. {fix}")
+        size = path.stat().st_size
+        if size != entry.bytes:
+            raise IndexCorruptError(
+                f"Index file {path} is truncated or altered (size {size}, expected {entry.bytes}). {fix}"
+            )
+        if sha256_file(path) != entry.sha256:
+            raise IndexCorruptError(f"Index file {path} is altered (checksum mismatch). {fix}")
+
+
+def stale_documents(manifest: Manifest) -> list[str]:
+    """Differences between the documents on disk and those the index was built from."""
+    root = Path(manifest.docs_dir)
+    if not root.is_dir():
+        return [f"the documents folder {root} no longer exists"]
+    indexed = {d.file: d for d in manifest.documents}
+    on_disk = {p.relative_to(root).as_posix(): p for p in iter_files(root)}
+    changes = [f"new: {f}" for f in sorted(set(on_disk) - set(indexed))]
+    changes += [f"deleted: {f}" for f in sorted(set(indexed) - set(on_disk))]
+    for f in sorted(set(indexed) & set(on_disk)):
+        stat, entry = on_disk[f].stat(), indexed[f]
+        if stat.st_size == entry.bytes and stat.st_mtime_ns == entry.mtime_ns:
+            continue  # untouched since the build: no need to read it
+        if stat.st_size != entry.bytes or sha256_file(on_disk[f]) != entry.sha256:
+            changes.append(f"changed: {f}")
+    return changes
+
+
+# ---------------------------------------------------------------- the index
+
+
+class Index:
+    """One index: its folder, its manifest and its stores; the CLI, the evaluation and the
+    chat all go through it (open, verify, check staleness, update, recalibrate, reload)."""
+
+    def __init__(self, folder: Path, manifest: Manifest, stores: Stores) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.stores = stores
+
+    @classmethod
+    def open(cls, index_dir: str | Path = DEFAULT_INDEX) -> Index:
+        """Read and verify an index (checksums first: no store file is parsed before it passes)."""
+        folder = Path(index_dir)
+        manifest = read_manifest(folder)
+        verify_files(folder, manifest)
+        return cls(folder, manifest, _open_stores(folder, manifest))
+
+    def reload(self) -> Index:
+        return Index.open(self.folder)
+
+    @property
+    def dense(self) -> bool:
+        return self.manifest.dense and self.stores.vectors is not None
+
+    @property
+    def passages(self) -> list[Passage]:
+        """Every passage, in reading order."""
+        return list(self.stores.passages)
+
+    def changes(self, docs_dir: str | Path | None = None, model: str | None = None) -> list[str]:
+        """Why this index no longer reflects `docs_dir` (default: the folder it was built from)
+        and `model`; empty when it is current."""
+        out = []
+        if docs_dir is not None and str(Path(docs_dir).resolve()) != self.manifest.docs_dir:
+            out.append(f"it was built from {self.manifest.docs_dir}")
+        if model and self.manifest.model and model != self.manifest.model.name:
+            out.append(f"it was built with {self.manifest.model.name}, not {model}")
+        return out + (stale_documents(self.manifest) if not out else [])
+
+    def on_disk_generation(self) -> int | None:
+        """The generation of the manifest on disk now (None if it cannot be read): another
+        process that updated the index bumped it."""
+        try:
+            return read_manifest(self.folder).generation
+        except QAError:
+            return None
+
+    def save_calibration(self, cal: Calibration) -> None:
+        """Store a new calibration in the manifest (the files it checksums are unchanged)."""
+        with _build_lock(self.folder):
+            current = read_manifest(self.folder)
+            manifest = replace(current.with_calibration(cal), generation=current.generation + 1)
+            _write_manifest(self.folder, manifest)
+        self.manifest = manifest
+
+    def update(self, docs_dir: str | Path | None = None, *, encoder: Encoder | None = None,
+               on_progress: Progress | None = None) -> BuildReport:  # fmt: skip
+        """Bring the index up to date with its documents folder, with the same parameters."""
+        return build_index(
+            docs_dir or self.manifest.docs_dir, self.folder, encoder=encoder, dense=self.manifest.dense,
+            max_chars=self.manifest.splitter.max_chars, near_dup=self.manifest.splitter.near_dup,
+            on_progress=on_progress,
+        )  # fmt: skip
+
+
+def load_index(index_dir: str | Path) -> Index:
+    """Open and verify the index in `index_dir` (the same as `Index.open`)."""
+    return Index.open(index_dir)
+
+
+def _open_stores(folder: Path, manifest: Manifest) -> Stores:
+    store = manifest.store
+    if store is not None and store.kind == "milvus":
+        from qa.stores import milvus
+
+        return milvus.open_stores(folder, store, create=False)
+    passages = PassageTable.load(folder)
+    if len(passages) != manifest.passage_count:
+        raise IndexCorruptError(
+            f"{folder / PassageTable.FILE} holds {len(passages)} passages, the manifest says "
+            f"{manifest.passage_count}. Rebuild the index: qa index build --index {folder}"
+        )
+    vectors = None
+    if store is not None and manifest.model is not None:
+        vectors = FaissVectorStore.load(folder, dimension=store.dimension, count=store.vectors)
+    keywords = Bm25KeywordStore.load(folder)
+    keywords.attach(passages)
+    return Stores(passages, keywords, vectors)
+
+
 # ---------------------------------------------------------------- building
 
 
-def sentence_units(passages: list[Passage]) -> np.ndarray:
-    """Rows (passage, start, end): each passage whole, plus each of its sentences if it has several.
+def sentence_units(passage: Passage) -> list[Unit]:
+    """The passage whole, plus each of its sentences if it has several (of at least 4 characters).
 
     Sentence vectors give fine-grained evidence (and help cross-lingual questions); a
     passage's dense score is the best of its units.
     """
-    rows: list[tuple[int, int, int]] = []
-    for i, p in enumerate(passages):
-        rows.append((i, 0, len(p.text)))
-        spans = split_sentences(p.text)
-        if len(spans) > 1:
-            rows.extend((i, s, e) for s, e in spans if e - s >= 4)
-    return np.asarray(rows, dtype=np.int32).reshape(-1, 3)
-
-
-def unit_texts(passages: list[Passage], units: np.ndarray) -> list[str]:
-    return [passages[p].text[s:e] for p, s, e in units.tolist()]
-
-
-def _passage_json(p: Passage) -> str:
-    sources = [
-        {"file": s.file, "title": s.title, "paragraph": s.paragraph, "span": [s.start, s.end], "order": s.order}
-        for s in p.sources
-    ]
-    return json.dumps({"id": p.id, "text": p.text, "sources": sources}, ensure_ascii=False)
-
-
-def _passage_from_json(line: str) -> Passage:
-    d = json.loads(line)
-    sources = tuple(
-        Source(s["file"], s["title"], int(s["paragraph"]), int(s["span"][0]), int(s["span"][1]), int(s["order"]))
-        for s in d["sources"]
-    )
-    return Passage(d["id"], d["text"], sources)
+    units = [Unit(passage.id, 0, len(passage.text))]
+    spans = split_sentences(passage.text)
+    if len(spans) > 1:
+        units.extend(Unit(passage.id, s, e) for s, e in spans if e - s >= 4)
+    return units
 
 
 def _params(max_chars: int, near_dup: float) -> dict[str, Any]:
@@ -240,35 +349,38 @@ def _params(max_chars: int, near_dup: float) -> dict[str, Any]:
     }
 
 
-def _document_entry(doc: Document, root: Path, passages: int) -> dict[str, Any]:
+def _document_entry(doc: Document, root: Path, passages: int) -> DocumentEntry:
     stat = (root / doc.path).stat()
-    return {
-        "file": doc.path,
-        "title": doc.title,
-        "sha256": doc.sha256,
-        "bytes": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "passages": passages,
-        "meta": dict(doc.meta),
-    }
+    return DocumentEntry(doc.path, doc.title, doc.sha256, stat.st_size, stat.st_mtime_ns, passages, dict(doc.meta))
 
 
-def _previous_vectors(target: Path, model_entry: dict[str, Any]) -> tuple[dict[str, np.ndarray], str | None]:
-    """Unit vectors of the existing index, keyed by unit text, when they can be reused."""
-    if not (target / MANIFEST).exists():
-        return {}, "no index yet"
-    try:
-        old = load_index(target)
-    except QAError as exc:
-        return {}, f"the existing index cannot be read ({exc})"
-    old_model = old.manifest.get("model")
-    if not old_model:
-        return {}, "the existing index has no vectors"
-    if old_model["name"] != model_entry["name"] or old_model["fingerprint"] != model_entry["fingerprint"]:
-        return {}, f"the model changed ({old_model['name']} -> {model_entry['name']})"
-    assert old.units is not None and old.vectors is not None
-    texts = unit_texts(old.passages, old.units)
-    return dict(zip(texts, old.vectors, strict=True)), None
+def model_info(enc: Encoder) -> ModelInfo:
+    """What the manifest records of the model; the probe embedding identifies its behaviour."""
+    probe = probe_vector(enc)
+    return ModelInfo(
+        enc.name, enc.source, enc.dimension, fingerprint(probe), tuple(round(float(x), 6) for x in probe),
+        getattr(enc, "backend", "torch"),
+    )  # fmt: skip
+
+
+def check_model(folder: Path, info: ModelInfo, encoder: Encoder) -> None:
+    """Refuse an encoder whose embeddings differ from the ones the index was built with."""
+    fix = f"Rebuild it: qa index build --index {folder} --model {encoder.name}"
+    if encoder.name != info.name:
+        raise IndexMismatchError(
+            f"Index in {folder} was built with {info.name} but the configured model is {encoder.name}. {fix}"
+        )
+    if encoder.dimension != info.dimension:
+        raise IndexMismatchError(
+            f"Index in {folder} was built with {info.name} (dim {info.dimension}) but the "
+            f"configured model {encoder.name} has dim {encoder.dimension}. {fix}"
+        )
+    probe = probe_vector(encoder)
+    if float(probe @ np.asarray(info.probe, dtype=np.float32)) < 0.99:
+        raise IndexMismatchError(
+            f"Index in {folder} was built with {info.name} (fingerprint {info.fingerprint}) but the "
+            f"loaded model gives fingerprint {fingerprint(probe)}: its embeddings differ. {fix}"
+        )
 
 
 def build_index(
@@ -278,157 +390,234 @@ def build_index(
     model: str | None = None,
     encoder: Encoder | None = None,
     dense: bool = True,
+    store: StoreKind | None = None,
+    uri: str | None = None,
+    token_env: str | None = None,
     max_chars: int = DEFAULT_MAX_CHARS,
     near_dup: float = DEFAULT_NEAR_DUP,
     force: bool = False,
-    progress: bool = False,
-    on_stage: Callable[[str], None] | None = None,
+    on_progress: Progress | None = None,
 ) -> BuildReport:
     """Build (or update) the index of `docs_dir` in `index_dir`.
 
-    Over an existing index, only text that is new is embedded; a change of model or of the
-    splitter's parameters forces a full rebuild, and the report says why.
+    Over an existing index, only passages whose text is new are embedded; a change of
+    model, store or splitter parameters forces a full rebuild, and the report says why.
+    `store` is "faiss" (files in the folder; the default) or "milvus" (collections at
+    `uri`, a Milvus Lite file or an http:// server; a token comes from the environment
+    variable `token_env`). An existing index keeps its store unless `store` is given.
     """
     started = time.perf_counter()
-    say = on_stage or (lambda _msg: None)
+    report = on_progress or no_progress
     root, target = Path(docs_dir), Path(index_dir)
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _build_lock(target):
         _recover(target)
-        say(f"Reading documents in {root}")
         skipped: list[str] = []
-        docs = read_documents(root, skipped=skipped)
+        docs = read_documents(root, skipped=skipped, on_progress=report)
         params = _params(max_chars, near_dup)
         old = _read_manifest_quietly(target)
-        if not force and old and _unchanged(target, old, docs, params, root, dense, model, encoder):
+        info = _store_info(store, uri, token_env, old, target)
+        if not force and old and _unchanged(target, old, docs, params, root, dense, model, encoder, info):
             return BuildReport(
-                str(target), len(docs), old["passage_count"], old["duplicates_collapsed"], old.get("unit_count", 0),
+                str(target), len(docs), old.passage_count, old.duplicates_collapsed, old.store.vectors if old.store else 0,
                 0, 0, time.perf_counter() - started, None, True, tuple(skipped),
             )  # fmt: skip
-        say("Splitting into passages")
-        per_doc = [split_document(d, max_chars) for d in docs]
+        per_doc = []
+        for i, d in enumerate(docs):
+            per_doc.append(split_document(d, max_chars))
+            report(Stage.SPLIT, i + 1, len(docs))
         all_passages = [p for ps in per_doc for p in ps]
         passages = collapse_duplicates(all_passages, near_dup)
-        manifest: dict[str, Any] = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "qa_version": __version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            **params,
-            "docs_dir": str(root.resolve()),
-            "documents": [_document_entry(d, root, len(ps)) for d, ps in zip(docs, per_doc, strict=True)],
-            "passage_count": len(passages),
-            "passages_before_dedup": len(all_passages),
-            "duplicates_collapsed": len(all_passages) - len(passages),
-            "model": None,
-            "vector_store": None,
-        }
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        tmp.chmod(0o755)
-        embedded = reused = units = 0
-        reason: str | None = None
-        try:
-            say("Indexing keywords (jieba + BM25)")
-            with (tmp / "passages.jsonl").open("w", encoding="utf-8") as f:
-                f.writelines(_passage_json(p) + "\n" for p in passages)
-            LexicalIndex.build([p.text for p in passages]).save(tmp / "bm25")  # always rebuilt: it is cheap
-            if dense:
-                enc = encoder or SentenceTransformerEncoder(model)
-                say(f"Loading model {enc.name}")
-                manifest["model"] = _model_entry(enc)
-                previous, reason = _reusable_vectors(target, old, manifest, force)
-                manifest["vector_store"], embedded, reused = _write_vectors(tmp, passages, enc, previous, progress, say)
-                units = manifest["unit_count"] = manifest["vector_store"]["count"]
-            manifest["calibration"] = calibration.for_manifest(old, manifest["model"])
-            manifest["files"] = {
-                p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                for p in sorted(tmp.rglob("*"))
-                if p.is_file()
-            }
-            with (tmp / MANIFEST).open("w", encoding="utf-8") as f:
-                json.dump(manifest, f, ensure_ascii=False, indent=2)
-            _fsync_tree(tmp)
-            _swap_into_place(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        enc: Encoder | None = None
+        minfo: ModelInfo | None = None
+        if dense:
+            report(Stage.MODEL, 0, 1)
+            enc = encoder or SentenceTransformerEncoder(model)
+            minfo = model_info(enc)
+            report(Stage.MODEL, 1, 1)
+        reason = _rebuild_reason(old, params, minfo, info, force)
+        stores = _stores_for_update(target, old, info, minfo, fresh=reason is not None)
+        embedded, reused = _apply(stores, passages, enc, params != (old.params() if old else None), report)
+        manifest = Manifest(
+            qa_version=__version__, created=datetime.now(UTC).isoformat(timespec="seconds"),
+            docs_dir=str(root.resolve()), splitter=Splitter(max_chars, near_dup), tokenizer=params["tokenizer"],
+            bm25=params["bm25"],
+            documents=tuple(_document_entry(d, root, len(ps)) for d, ps in zip(docs, per_doc, strict=True)),
+            passage_count=len(passages), passages_before_dedup=len(all_passages),
+            store=replace(info, vectors=len(stores.vectors), dimension=stores.vectors.dimension,
+                          index=stores.vectors.kind) if stores.vectors is not None else
+                  replace(info, vectors=0, dimension=0, index="none"),
+            model=minfo, calibration=calibration.for_manifest(old, minfo),
+            generation=(old.generation + 1) if old else 1,
+        )  # fmt: skip
+        report(Stage.WRITE, 0, 1)
+        _commit(target, manifest, stores)
+        report(Stage.WRITE, 1, 1)
     return BuildReport(
-        str(target), len(docs), len(passages), manifest["duplicates_collapsed"], units,
+        str(target), len(docs), len(passages), manifest.duplicates_collapsed, manifest.store.vectors if manifest.store else 0,
         embedded, reused, time.perf_counter() - started, reason, False, tuple(skipped),
     )  # fmt: skip
 
 
-def _model_entry(enc: Encoder) -> dict[str, Any]:
-    """What the manifest records of the model; the probe embedding identifies its behaviour."""
-    probe = probe_vector(enc)
-    return {
-        "name": enc.name,
-        "source": enc.source,
-        "dimension": enc.dimension,
-        "fingerprint": fingerprint(probe),
-        "probe": [round(float(x), 6) for x in probe],
-        "normalized": True,
-    }
-
-
-def _reusable_vectors(
-    target: Path, old: dict[str, Any] | None, manifest: dict[str, Any], force: bool
-) -> tuple[dict[str, np.ndarray], str | None]:
-    """Vectors of the existing index that stay valid, keyed by text, and why none are, if so."""
-    if force:
-        return {}, "--force"
-    if old and old.get("splitter") != manifest["splitter"]:
-        return {}, "the splitter parameters changed"
-    return _previous_vectors(target, manifest["model"])
-
-
-def _write_vectors(
-    folder: Path, passages: list[Passage], enc: Encoder, previous: dict[str, np.ndarray],
-    progress: bool, say: Callable[[str], None],
-) -> tuple[dict[str, Any], int, int]:  # fmt: skip
-    """Embed the new units, write units.npy, vectors.npy and dense.faiss; returns the
-    manifest's vector store entry and how many texts were embedded and reused."""
-    units = sentence_units(passages)
-    texts = unit_texts(passages, units)
-    unique = set(texts)
-    todo = sorted(unique - previous.keys())
-    say(f"Embedding {len(todo)} new text units ({len(unique) - len(todo)} reused)")
-    fresh = dict(zip(todo, enc.encode_passages(todo, progress=progress), strict=True)) if todo else {}
-    vectors = np.stack([fresh[t] if t in fresh else previous[t] for t in texts]).astype(np.float32)
-    np.save(folder / "units.npy", units, allow_pickle=False)
-    np.save(folder / "vectors.npy", vectors, allow_pickle=False)
-    store = FaissStore.build(vectors)
-    store.save(folder / "dense.faiss")
-    entry = {"kind": store.kind, "count": len(store), "dimension": store.dimension}
-    return entry, len(todo), len(unique) - len(todo)
-
-
-def _read_manifest_quietly(target: Path) -> dict[str, Any] | None:
+def _read_manifest_quietly(target: Path) -> Manifest | None:
     try:
         return read_manifest(target)
     except QAError:
         return None
 
 
+def _store_info(kind: StoreKind | None, uri: str | None, token_env: str | None, old: Manifest | None,
+                target: Path) -> StoreInfo:  # fmt: skip
+    """The store a build writes to: the one asked for, else the existing index's, else FAISS."""
+    if kind is None and old is not None and old.store is not None:
+        return old.store
+    if (kind or "faiss") == "faiss":
+        if uri:
+            raise QAError("--uri is for --store milvus; the FAISS store lives in the index folder.")
+        return StoreInfo("faiss", "faiss-flat-ip", 0, 0)
+    from qa.stores import milvus
+
+    return milvus.store_info(uri, token_env, target)
+
+
+def _rebuild_reason(old: Manifest | None, params: dict[str, Any], minfo: ModelInfo | None, info: StoreInfo,
+                    force: bool) -> str | None:  # fmt: skip
+    """Why nothing of the existing index can be kept (None: update it incrementally)."""
+    if force:
+        return "--force"
+    if old is None:
+        return "no index yet"
+    if old.store is None or (old.store.kind, old.store.uri, old.store.collection) != (
+        info.kind,
+        info.uri,
+        info.collection,
+    ):
+        return "the store changed"
+    if old.params()["splitter"] != params["splitter"]:
+        return "the splitter parameters changed"
+    if (old.model is None) != (minfo is None):
+        return "the index gains or drops vectors"
+    if old.model and minfo and (old.model.name, old.model.fingerprint) != (minfo.name, minfo.fingerprint):
+        return f"the model changed ({old.model.name} -> {minfo.name})"
+    return None
+
+
+def _stores_for_update(target: Path, old: Manifest | None, info: StoreInfo, minfo: ModelInfo | None,
+                       *, fresh: bool) -> Stores:  # fmt: skip
+    """The stores to change: the existing ones (incremental), or new empty ones."""
+    if info.kind == "milvus":
+        from qa.stores import milvus
+
+        return milvus.open_stores(target, info, create=True, reset=fresh, dimension=minfo.dimension if minfo else None)
+    if not fresh and old is not None:
+        try:
+            verify_files(target, old)
+            return _open_stores(target, old)
+        except QAError as exc:
+            log.warning("The existing index in %s cannot be read (%s); rebuilding it whole.", target, exc)
+    table = PassageTable()
+    keywords = Bm25KeywordStore.build([])
+    keywords.attach(table)
+    return Stores(table, keywords, FaissVectorStore.empty(minfo.dimension) if minfo else None)
+
+
+def _apply(stores: Stores, passages: Sequence[Passage], enc: Encoder | None, reindex_keywords: bool,
+           report: Progress) -> tuple[int, int]:  # fmt: skip
+    """Make the stores hold exactly `passages`; returns how many units were embedded and kept."""
+    old_ids = stores.passages.ids()
+    new = {p.id: p for p in passages}
+    removed = old_ids - new.keys()
+    added = [p for p in passages if p.id not in old_ids]
+    kept = [p for p in passages if p.id in old_ids]
+    moved = [p for p, q in zip(kept, stores.passages.get([p.id for p in kept]), strict=True) if p.sources != q.sources]
+    embedded = reused = 0
+    if stores.vectors is not None and enc is not None:
+        units = [u for p in added for u in sentence_units(p)]
+        texts = [new[u.passage].text[u.start : u.end] for u in units]
+        vectors = _embed(enc, texts, report)
+        stores.vectors.delete(removed)
+        stores.vectors.upsert(units, vectors)
+        embedded, reused = len(set(texts)), len(stores.vectors) - len(units)
+    report(Stage.KEYWORDS, 0, 1)
+    stores.passages.delete(removed)
+    stores.passages.upsert(added + moved)
+    stores.keywords.delete(removed)
+    stores.keywords.upsert(passages if reindex_keywords else added)
+    report(Stage.KEYWORDS, 1, 1)
+    return embedded, reused
+
+
+def _embed(enc: Encoder, texts: list[str], report: Progress) -> np.ndarray:
+    """Embed `texts` in batches, reporting progress after each; identical texts are embedded once."""
+    unique = list(dict.fromkeys(texts))
+    report(Stage.EMBED, 0, len(unique))
+    out: dict[str, np.ndarray] = {}
+    for start in range(0, len(unique), EMBED_BATCH):
+        batch = unique[start : start + EMBED_BATCH]
+        out.update(zip(batch, enc.encode_passages(batch), strict=True))
+        report(Stage.EMBED, min(start + EMBED_BATCH, len(unique)), len(unique))
+    if not texts:
+        return np.zeros((0, enc.dimension), dtype=np.float32)
+    return np.stack([out[t] for t in texts]).astype(np.float32)
+
+
+def _commit(target: Path, manifest: Manifest, stores: Stores) -> None:
+    """Make the new state durable: a new folder swapped into place, or (Milvus) the stores
+    flushed and then the manifest written."""
+    if manifest.store is not None and manifest.store.kind == "milvus":
+        from qa.stores import milvus
+
+        milvus.commit(stores, manifest)
+        target.mkdir(parents=True, exist_ok=True)
+        _write_manifest(target, manifest)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)
+    try:
+        assert isinstance(stores.passages, PassageTable) and isinstance(stores.keywords, Bm25KeywordStore)
+        stores.passages.save(tmp)
+        stores.keywords.save(tmp)
+        if isinstance(stores.vectors, FaissVectorStore):
+            stores.vectors.save(tmp)
+        files = {
+            p.relative_to(tmp).as_posix(): FileEntry(sha256_file(p), p.stat().st_size)
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
+        }
+        (tmp / MANIFEST).write_text(replace(manifest, files=files).to_json(), encoding="utf-8")
+        _fsync_tree(tmp)
+        _swap_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_manifest(folder: Path, manifest: Manifest) -> None:
+    if manifest.store is not None and manifest.store.kind == "milvus":
+        from qa.stores import milvus
+
+        milvus.save_manifest(folder, manifest)
+    write_text_atomic(folder / MANIFEST, manifest.to_json())
+
+
 def _unchanged(
-    folder: Path, manifest: dict[str, Any], docs: list[Document], params: dict[str, Any], root: Path,
-    dense: bool, model: str | None, encoder: Encoder | None,
+    folder: Path, manifest: Manifest, docs: list[Document], params: dict[str, Any], root: Path,
+    dense: bool, model: str | None, encoder: Encoder | None, info: StoreInfo,
 ) -> bool:  # fmt: skip
-    """True when the index already reflects these documents, parameters and model."""
-    if any(manifest.get(k) != v for k, v in params.items()):
+    """True when the index already reflects these documents, parameters, model and store."""
+    if manifest.params() != params or manifest.docs_dir != str(root.resolve()):
         return False
-    if manifest.get("docs_dir") != str(root.resolve()):
+    if {d.file: d.sha256 for d in manifest.documents} != {d.path: d.sha256 for d in docs}:
         return False
-    old = {d["file"]: d["sha256"] for d in manifest.get("documents", [])}
-    if old != {d.path: d.sha256 for d in docs}:
+    if dense != manifest.dense or manifest.store is None:
         return False
-    has_model = manifest.get("model") is not None
-    if dense != has_model:
+    if (manifest.store.kind, manifest.store.uri, manifest.store.collection) != (info.kind, info.uri, info.collection):
         return False
     if dense:
         wanted = encoder.name if encoder is not None else (model or configured_model())
-        if manifest["model"]["name"] != wanted:
+        assert manifest.model is not None
+        if manifest.model.name != wanted:
             return False
     try:
         verify_files(folder, manifest)
@@ -437,98 +626,36 @@ def _unchanged(
     return True
 
 
-# ---------------------------------------------------------------- loading
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What `open_or_build` did: the index, and the build it ran first (if any) and why."""
+
+    index: Index
+    report: BuildReport | None = None
+    reasons: tuple[str, ...] = ()
 
 
-def read_manifest(index_dir: str | Path) -> dict[str, Any]:
-    """The manifest of an index folder, checked for format and version."""
-    folder = Path(index_dir)
-    _recover(folder)
-    path = folder / MANIFEST
-    if not folder.exists() or not path.exists():
-        if folder.exists() and any(folder.iterdir()):
-            raise IndexCorruptError(
-                f"{path} is missing, so {folder} is not a usable index. Rebuild it: qa index build --index {folder}"
-            )
-        raise IndexMissingError(f"No index in {folder}. Build it first: qa index build --index {folder}")
+def open_or_build(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = DEFAULT_INDEX, *,
+                  model: str | None = None, encoder: Encoder | None = None,
+                  on_progress: Progress | None = None) -> Opened:  # fmt: skip
+    """Open the index of `docs_dir`, building or updating it first when it is missing,
+    unreadable, built from another folder or model, or stale. Its parameters are kept."""
+    index: Index | None = None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexCorruptError(
-            f"{path} is not valid JSON ({exc}). Rebuild the index: qa index build --index {folder}"
-        ) from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IndexCorruptError(
-            f"{path} is not a qa index manifest. Rebuild the index: qa index build --index {folder}"
-        )
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexCorruptError(
-            f"{folder} has index format {manifest.get('format_version')}, this qa reads format {FORMAT_VERSION}. "
-            f"Rebuild it: qa index build --index {folder}"
-        )
-    return manifest
-
-
-def verify_files(folder: Path, manifest: dict[str, Any]) -> None:
-    """Every file the manifest lists is present, of the right size and checksum."""
-    for name, entry in manifest.get("files", {}).items():
-        path = folder / name
-        fix = f"Rebuild the index: qa index build --index {folder}"
-        if not path.is_file():
-            raise IndexCorruptError(f"Index file {path} is missing. {fix}")
-        if path.stat().st_size != entry["bytes"]:
-            raise IndexCorruptError(
-                f"Index file {path} is truncated or altered (size {path.stat().st_size}, expected {entry['bytes']}). {fix}"
-            )
-        if sha256_file(path) != entry["sha256"]:
-            raise IndexCorruptError(f"Index file {path} is altered (checksum mismatch). {fix}")
-
-
-def load_index(index_dir: str | Path) -> LoadedIndex:
-    """Read and verify an index folder."""
-    folder = Path(index_dir)
-    manifest = read_manifest(folder)
-    verify_files(folder, manifest)
-    fix = f"Rebuild the index: qa index build --index {folder}"
-    try:
-        with (folder / "passages.jsonl").open(encoding="utf-8") as f:
-            passages = [_passage_from_json(line) for line in f if line.strip()]
-        lexical = LexicalIndex.load(folder / "bm25")
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-        raise IndexCorruptError(f"Index in {folder} cannot be read ({exc}). {fix}") from exc
-    if len(passages) != manifest["passage_count"]:
-        raise IndexCorruptError(
-            f"{folder / 'passages.jsonl'} holds {len(passages)} passages, the manifest says {manifest['passage_count']}. {fix}"
-        )
-    loaded = LoadedIndex(folder, manifest, passages, lexical, by_id={p.id: i for i, p in enumerate(passages)})
-    if manifest.get("model"):
-        try:
-            loaded.units = np.load(folder / "units.npy", allow_pickle=False)
-            loaded.vectors = np.load(folder / "vectors.npy", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise IndexCorruptError(f"Vectors in {folder} cannot be read ({exc}). {fix}") from exc
-        store = manifest["vector_store"]
-        loaded.store = FaissStore.load(
-            folder / "dense.faiss", kind=store["kind"], dimension=store["dimension"], count=store["count"]
-        )
-        if loaded.vectors.shape != (store["count"], store["dimension"]) or len(loaded.units) != store["count"]:
-            raise IndexCorruptError(f"Vectors in {folder} do not match the manifest. {fix}")
-    return loaded
-
-
-def stale_documents(manifest: dict[str, Any]) -> list[str]:
-    """Differences between the documents on disk and those the index was built from."""
-    root = Path(manifest.get("docs_dir", ""))
-    if not root.is_dir():
-        return [f"the documents folder {root} no longer exists"]
-    indexed = {d["file"]: d for d in manifest.get("documents", [])}
-    on_disk = {p.relative_to(root).as_posix(): p for p in iter_files(root)}
-    changes = [f"new: {f}" for f in sorted(set(on_disk) - set(indexed))]
-    changes += [f"deleted: {f}" for f in sorted(set(indexed) - set(on_disk))]
-    for f in sorted(set(indexed) & set(on_disk)):
-        stat, entry = on_disk[f].stat(), indexed[f]
-        if stat.st_size == entry["bytes"] and stat.st_mtime_ns == entry.get("mtime_ns"):
-            continue  # untouched since the build: no need to read it
-        if stat.st_size != entry["bytes"] or sha256_file(on_disk[f]) != entry["sha256"]:
-            changes.append(f"changed: {f}")
-    return changes
+        index = Index.open(index_dir)
+        reasons = index.changes(docs_dir, model)
+    except IndexMissingError:
+        reasons = ["no index yet"]
+    except QAError as exc:
+        reasons = [f"the index cannot be read ({exc})"]
+    if index is not None and not reasons:
+        return Opened(index)
+    manifest = index.manifest if index is not None else _read_manifest_quietly(Path(index_dir))
+    dense = manifest is None or manifest.dense
+    name = model or (manifest.model.name if manifest and manifest.model else None)
+    splitter = manifest.splitter if manifest else Splitter(DEFAULT_MAX_CHARS, DEFAULT_NEAR_DUP)
+    report = build_index(
+        docs_dir, index_dir, encoder=encoder or (SentenceTransformerEncoder(name) if dense else None), dense=dense,
+        max_chars=splitter.max_chars, near_dup=splitter.near_dup, on_progress=on_progress,
+    )  # fmt: skip
+    return Opened(Index.open(index_dir), report, tuple(reasons))

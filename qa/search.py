@@ -1,6 +1,8 @@
-"""Stage 5: the Retriever — dense, lexical and hybrid search, abstention, highlights.
+"""Stage 5: the Retriever — candidates → fusion → (rerank) → confidence → highlights.
 
-The web chat, the CLI and the evaluation all call `Retriever.search`.
+The web chat, the CLI and the evaluation all call `Retriever.search`. Every stage reads
+the index only through its stores (qa.stores), so the same code searches FAISS files and
+Milvus collections.
 """
 
 from __future__ import annotations
@@ -8,36 +10,34 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 
-from qa import calibration
-from qa.embed import Encoder, SentenceTransformerEncoder, fingerprint, probe_vector
+from qa import DEFAULT_INDEX, calibration
+from qa.embed import Encoder, SentenceTransformerEncoder
 from qa.errors import IndexMismatchError, QueryError
-from qa.index import DEFAULT_INDEX, LoadedIndex, load_index, stale_documents
+from qa.fusion import DEFAULT_FUSION, FUSIONS, Candidate, Fusion, fuse
+from qa.index import Index, check_model
 from qa.lexical import fold, latin_terms, tokenize
+from qa.manifest import Calibration, Manifest
 from qa.split import Passage, Source
+from qa.stores import ScoredUnit
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["hybrid", "dense", "lexical"]
-Fusion = Literal["rrf", "weighted", "dense-first"]
 MODES: tuple[str, ...] = get_args(Mode)
-FUSIONS: tuple[str, ...] = get_args(Fusion)
 MAX_QUERY_CHARS = 1000
 MAX_K = 100
-RRF_K = 60
-# Hybrid fusion: measured on tests/data/queries.jsonl (see README "Retrieval quality"):
-# a weighted sum of min-max-normalized cosine and max-normalized BM25 beat RRF and dense-first.
-DEFAULT_FUSION: Fusion = "weighted"
-WEIGHT_DENSE = 0.6
-CANDIDATES = 50
+CANDIDATES = 50  # passages each ranking proposes before fusion
 REFERENCE = 10  # how many of the best dense scores a hit's score is compared with
+REFRESH_SECONDS = 1.0  # how often a search checks whether another process updated the index
 _WORDLIKE = re.compile(r"[^\W_]", re.UNICODE)
 
 
@@ -100,45 +100,66 @@ class SearchResult:
         }
 
 
-@dataclass
-class _Scored:
-    idx: int
-    score: float
-    dense: float
-    lexical: float
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A question as the stages see it: its text, keywords, Latin words and (lazily) its vector."""
+
+    text: str
+    tokens: list[str]
+    latin: list[str]
+    vector: np.ndarray | None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Stage 1's output: every proposed passage with both scores, and what confidence needs."""
+
+    items: list[Candidate]
+    units: dict[str, list[ScoredUnit]]  # unit cosines of each candidate (evidence, exact dense score)
+    lexical_max: float  # the best BM25 in the corpus for this query
+    reference: list[tuple[str, float]]  # the best dense passages (id, cosine), for the "gap" feature
+
+
+class Reranker(Protocol):
+    """A stage between fusion and confidence: reorders the fused list (scores may change)."""
+
+    def rerank(self, query: Query, ranked: list[tuple[Candidate, float]],
+               passages: Mapping[str, Passage]) -> list[tuple[Candidate, float]]: ...  # fmt: skip
 
 
 class Retriever:
-    """Search an index folder. Thread-safe: any number of threads may call `search`."""
+    """Search an index. Thread-safe: any number of threads may call `search`."""
 
-    def __init__(self, index: LoadedIndex, encoder: Encoder | None = None, *, fusion: Fusion = DEFAULT_FUSION) -> None:
+    def __init__(self, index: Index, encoder: Encoder | None = None, *, fusion: Fusion = DEFAULT_FUSION,
+                 reranker: Reranker | None = None, refresh: bool = True) -> None:  # fmt: skip
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
-        self.index = index
-        self.fusion: Fusion = fusion
-        self._encoder = encoder
-        self._checked = False
-        self._lock = threading.Lock()
-        model = index.manifest.get("model")
-        if model and encoder is not None and encoder.name != model["name"]:
+        model = index.manifest.model
+        if model and encoder is not None and encoder.name != model.name:
             raise IndexMismatchError(
-                f"Index in {index.folder} was built with {model['name']} but the configured model is "
+                f"Index in {index.folder} was built with {model.name} but the configured model is "
                 f"{encoder.name}. Rebuild it: qa index build --index {index.folder} --model {encoder.name}"
             )
         _check_calibration(index)
-        self._unit_rows = _group_units(index.units, len(index.passages)) if index.units is not None else []
-        self._positions = {(s.file, s.order): i for i, p in enumerate(index.passages) for s in p.sources}
+        self.index = index
+        self.fusion: Fusion = fusion
+        self.reranker = reranker
+        self._encoder = encoder
+        self._checked = False
+        self._lock = threading.Lock()
+        self._refresh = refresh
+        self._next_check = time.monotonic() + REFRESH_SECONDS
 
     @classmethod
     def load(cls, index_dir: str | Path = DEFAULT_INDEX, *, encoder: Encoder | None = None, model: str | None = None,
              fusion: Fusion = DEFAULT_FUSION, check_stale: bool = True) -> Retriever:  # fmt: skip
         """Load and verify an index; warn when the documents on disk changed since it was built."""
-        index = load_index(index_dir)
+        index = Index.open(index_dir)
         if encoder is None and model is not None:
             encoder = SentenceTransformerEncoder(model)
         retriever = cls(index, encoder, fusion=fusion)
         if check_stale:
-            changes = stale_documents(index.manifest)
+            changes = index.changes()
             if changes:
                 log.warning(
                     "The index in %s is stale: %s. Update it: qa index build --index %s",
@@ -149,12 +170,16 @@ class Retriever:
     # ------------------------------------------------------------ properties
 
     @property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
         return self.index.manifest
 
     @property
+    def calibration(self) -> Calibration:
+        return self.index.manifest.calibration
+
+    @property
     def threshold(self) -> float:
-        return float(self.index.manifest["calibration"]["threshold"])
+        return self.calibration.threshold
 
     @property
     def has_dense(self) -> bool:
@@ -162,7 +187,7 @@ class Retriever:
 
     @property
     def encoder(self) -> Encoder:
-        model = self.index.manifest.get("model")
+        model = self.index.manifest.model
         if model is None:
             raise IndexMismatchError(
                 f"Index in {self.index.folder} has no vectors (built without a model). "
@@ -171,28 +196,13 @@ class Retriever:
         if self._encoder is None:
             with self._lock:
                 if self._encoder is None:
-                    self._encoder = SentenceTransformerEncoder(model["name"])
+                    self._encoder = SentenceTransformerEncoder(model.name)
         if not self._checked:
             with self._lock:
                 if not self._checked:
-                    self._check_model(self._encoder, model)
+                    check_model(self.index.folder, model, self._encoder)
                     self._checked = True
         return self._encoder
-
-    def _check_model(self, encoder: Encoder, model: dict[str, Any]) -> None:
-        fix = f"Rebuild it: qa index build --index {self.index.folder} --model {encoder.name}"
-        if encoder.dimension != model["dimension"]:
-            raise IndexMismatchError(
-                f"Index in {self.index.folder} was built with {model['name']} (dim {model['dimension']}) but the "
-                f"configured model {encoder.name} has dim {encoder.dimension}. {fix}"
-            )
-        probe = probe_vector(encoder)
-        stored = np.asarray(model["probe"], dtype=np.float32)
-        if float(probe @ stored) < 0.99:
-            raise IndexMismatchError(
-                f"Index in {self.index.folder} was built with {model['name']} (fingerprint {model['fingerprint']}) "
-                f"but the loaded model gives fingerprint {fingerprint(probe)}: its embeddings differ. {fix}"
-            )
 
     def warm_up(self) -> None:
         """Load the model and the tokenizer now instead of on the first query."""
@@ -201,14 +211,37 @@ class Retriever:
             self.encoder.encode_query("预热")
 
     def documents(self) -> list[dict[str, Any]]:
-        return [dict(d) for d in self.index.manifest.get("documents", [])]
+        return [{"file": d.file, "title": d.title, "passages": d.passages, "sha256": d.sha256}
+                for d in self.index.manifest.documents]  # fmt: skip
+
+    def passages(self) -> list[Passage]:
+        """Every passage of the index, in reading order."""
+        return self.index.passages
 
     def neighbours(self, source: Source) -> tuple[Passage | None, Passage | None]:
         """The passages before and after `source` in its document."""
-        before = self._positions.get((source.file, source.order - 1))
-        after = self._positions.get((source.file, source.order + 1))
-        ps = self.index.passages
-        return (ps[before] if before is not None else None, ps[after] if after is not None else None)
+        return self.index.stores.passages.neighbours(source)
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Reload the index if another process (another server, `qa index build`) changed it.
+
+        Searches call this at most once every REFRESH_SECONDS; returns True when it reloaded."""
+        now = time.monotonic()
+        if not force and (not self._refresh or now < self._next_check):
+            return False
+        self._next_check = now + REFRESH_SECONDS
+        generation = self.index.on_disk_generation()
+        if generation is None or generation == self.index.manifest.generation:
+            return False
+        with self._lock:
+            if generation != self.index.manifest.generation:
+                self.index = self.index.reload()
+        return True
+
+    def replace_index(self, index: Index) -> None:
+        """Search `index` from now on (after an update made in this process)."""
+        _check_calibration(index)
+        self.index = index
 
     # ------------------------------------------------------------ search
 
@@ -220,10 +253,12 @@ class Retriever:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not 1 <= k <= MAX_K:
             raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
-        if mode != "lexical" and not self.has_dense:
+        self.refresh()
+        index = self.index  # one index for the whole search, even if an update swaps it meanwhile
+        if mode != "lexical" and not index.dense:
             raise IndexMismatchError(
-                f"Index in {self.index.folder} has no vectors, so mode {mode!r} cannot run. "
-                f"Use --mode lexical, or rebuild with a model: qa index build --index {self.index.folder}"
+                f"Index in {index.folder} has no vectors, so mode {mode!r} cannot run. "
+                f"Use --mode lexical, or rebuild with a model: qa index build --index {index.folder}"
             )
         warnings: list[str] = []
         query = query.strip()
@@ -231,121 +266,100 @@ class Retriever:
             warnings.append(f"The query was {len(query)} characters long and was cut to its first {MAX_QUERY_CHARS}.")
             log.warning(warnings[-1])
             query = query[:MAX_QUERY_CHARS]
-        cal = self.index.manifest["calibration"]
-        limit = float(cal["threshold"]) if threshold is None else float(threshold)
+        cal = index.manifest.calibration
+        limit = cal.threshold if threshold is None else float(threshold)
         if not _WORDLIKE.search(unicodedata.normalize("NFKC", query)):
             return SearchResult(query, False, [], mode, 0.0, limit, tuple(warnings))
-        tokens = tokenize(query)
-        scored, qvec, reference = self._rank(query, tokens, k, mode)
-        weights = self.index.lexical.idf(tokens)
-        latin = latin_share(query)
-        hits = []
-        for rank, s in enumerate(scored, start=1):
-            p = self.index.passages[s.idx]
-            feats = hit_features(
-                s.dense, _reference(reference, s.idx), _coverage(tokens, weights, p.text), latin, s.lexical
-            )
-            conf = calibration.confidence(cal, feats)
-            hits.append(
-                Hit(rank, s.score, p.text, p.sources, highlight_spans(p.text, tokens), p.id, conf, conf < limit,
-                    self._evidence(s.idx, qvec), feats)
-            )  # fmt: skip
+        q = self._understand(query, index)
+        candidates = gather_candidates(index, q, mode, k)
+        ranked = fuse(candidates.items, self.fusion if mode == "hybrid" else mode, candidates.lexical_max)
+        passages = {p.id: p for p in index.stores.passages.get([c.id for c, _ in ranked[: max(k, 20)]])}
+        if self.reranker is not None:
+            ranked = self.reranker.rerank(q, ranked, passages)
+        hits = make_hits(index, q, ranked[:k], candidates, passages, cal, limit)
         top = hits[0].confidence if hits else 0.0
         return SearchResult(query, top >= limit, hits, mode, top, limit, tuple(warnings))
 
-    def _rank(
-        self, query: str, tokens: list[str], k: int, mode: Mode
-    ) -> tuple[list[_Scored], np.ndarray | None, list[tuple[int, float]]]:
-        """The fused top-k, the query vector, and the best dense scores (for the confidence features)."""
-        lexical = self.index.lexical.scores(tokens, latin_terms(query))
-        qvec = self.encoder.encode_query(query) if self.has_dense else None
-        dense: dict[int, float] = {}
-        if qvec is not None and self.index.store is not None:
-            assert self.index.units is not None
-            want = min(len(self.index.store), max(CANDIDATES * 4, k * 8))
-            scores, ids = self.index.store.search(qvec, want)
-            for sc, uid in zip(scores.tolist(), ids.tolist(), strict=True):
-                pi = int(self.index.units[uid, 0])
-                if sc > dense.get(pi, -1.0):
-                    dense[pi] = sc
-        lex_order = [int(i) for i in np.argsort(-lexical, kind="stable")[: max(CANDIDATES, k)] if lexical[i] > 0]
-        dense_order = sorted(dense, key=lambda i: -dense[i])[: max(CANDIDATES, k)]
-        if mode == "lexical":
-            candidates = lex_order
-        elif mode == "dense":
-            candidates = dense_order
-        else:
-            candidates = list(dict.fromkeys(dense_order + lex_order))
-        exact = {i: self._dense_exact(i, qvec) for i in candidates} if qvec is not None else {}
-        fused = self._fuse(candidates, lex_order, dense_order, lexical, exact, mode)
-        fused.sort(key=lambda s: (-s.score, s.idx))
-        reference = [(i, exact[i] if i in exact else self._dense_exact(i, qvec)) for i in dense_order[: REFERENCE + 1]]
-        return fused[:k], qvec, reference
-
-    def _fuse(self, candidates: list[int], lex_order: list[int], dense_order: list[int], lexical: np.ndarray,
-              exact: dict[int, float], mode: Mode) -> list[_Scored]:  # fmt: skip
-        out = []
-        lex_rank = {i: r for r, i in enumerate(lex_order, start=1)}
-        dense_rank = {i: r for r, i in enumerate(dense_order, start=1)}
-        lex_max = float(lexical.max()) if lexical.size and lexical.max() > 0 else 1.0
-        dvals = list(exact.values())
-        d_lo, d_hi = (min(dvals), max(dvals)) if dvals else (0.0, 1.0)
-        for i in candidates:
-            d = exact.get(i, 0.0)
-            lx = float(lexical[i])
-            if mode == "lexical":
-                score = lx
-            elif mode == "dense":
-                score = d
-            elif self.fusion == "rrf":
-                score = sum(1.0 / (RRF_K + r[i]) for r in (lex_rank, dense_rank) if i in r)
-            elif self.fusion == "weighted":
-                dn = (d - d_lo) / (d_hi - d_lo) if d_hi > d_lo else 1.0
-                score = WEIGHT_DENSE * dn + (1 - WEIGHT_DENSE) * lx / lex_max
-            else:  # dense-first: dense similarity, BM25 only breaks near-ties
-                score = round(d, 2) + 0.01 * lx / lex_max
-            out.append(_Scored(i, float(score), d, lx))
-        return out
-
-    def _dense_exact(self, idx: int, qvec: np.ndarray | None) -> float:
-        if qvec is None or self.index.vectors is None:
-            return 0.0
-        rows = self._unit_rows[idx]
-        return float((self.index.vectors[rows] @ qvec).max()) if len(rows) else 0.0
-
-    def _evidence(self, idx: int, qvec: np.ndarray | None) -> tuple[int, int] | None:
-        """The span of the passage's sentence closest to the question (rows after the first
-        unit of a passage are its sentences)."""
-        if qvec is None or self.index.units is None or self.index.vectors is None:
-            return None
-        rows = self._unit_rows[idx]
-        if len(rows) < 2:
-            return None
-        best = rows[1 + int(np.argmax(self.index.vectors[rows[1:]] @ qvec))]
-        _, start, end = self.index.units[best].tolist()
-        return (int(start), int(end))
+    def _understand(self, query: str, index: Index) -> Query:
+        """Stage 0: keywords, Latin words and the query vector (the confidence needs the vector,
+        so it is computed whenever the index has vectors, in every mode)."""
+        vector = self.encoder.encode_query(query) if index.dense else None
+        return Query(query, tokenize(query), latin_terms(query), vector)
 
 
-def _check_calibration(index: LoadedIndex) -> None:
-    cal = index.manifest.get("calibration") or {}
+# ---------------------------------------------------------------- stages
+
+
+def gather_candidates(index: Index, q: Query, mode: Mode, k: int) -> Candidates:
+    """Stage 1: the passages each ranking proposes, each scored by both (exact cosine, BM25)."""
+    stores = index.stores
+    want = max(CANDIDATES, k)
+    lexical = stores.keywords.search(q.tokens, q.latin, want)
+    dense = stores.vectors.search(q.vector, want) if stores.vectors is not None and q.vector is not None else []
+    if mode == "lexical":
+        ids = [i for i, _ in lexical]
+    elif mode == "dense":
+        ids = [i for i, _ in dense]
+    else:
+        ids = list(dict.fromkeys([i for i, _ in dense] + [i for i, _ in lexical]))
+    units: dict[str, list[ScoredUnit]] = {}
+    if stores.vectors is not None and q.vector is not None:
+        units = stores.vectors.unit_scores(q.vector, set(ids) | {i for i, _ in dense[: REFERENCE + 1]})
+    lex = dict(lexical)
+    missing = [i for i in ids if i not in lex]
+    if missing:
+        lex.update(stores.keywords.scores(q.tokens, q.latin, missing))
+    dense_rank = {i: r for r, (i, _) in enumerate(dense, start=1)}
+    lex_rank = {i: r for r, (i, _) in enumerate(lexical, start=1)}
+    order = {p.id: (p.source.file, p.source.order) for p in stores.passages.get(ids)}
+    items = [
+        Candidate(i, _best(units.get(i)), lex.get(i, 0.0), dense_rank.get(i), lex_rank.get(i), order.get(i, ("", 0)))
+        for i in ids
+        if i in order
+    ]
+    reference = [(i, _best(units.get(i)) if i in units else s) for i, s in dense[: REFERENCE + 1]]
+    return Candidates(items, units, lexical[0][1] if lexical else 0.0, reference)
+
+
+def _best(units: list[ScoredUnit] | None) -> float:
+    return max((u.score for u in units), default=0.0) if units else 0.0
+
+
+def make_hits(index: Index, q: Query, ranked: Sequence[tuple[Candidate, float]], candidates: Candidates,
+              passages: Mapping[str, Passage], cal: Calibration, limit: float) -> list[Hit]:  # fmt: skip
+    """Stages 3 and 4: each hit's calibrated confidence, then its highlights and best sentence."""
+    weights = index.stores.keywords.idf(q.tokens)
+    latin = latin_share(q.text)
+    hits = []
+    for rank, (c, score) in enumerate(ranked, start=1):
+        p = passages.get(c.id) or index.stores.passages.get([c.id])[0]
+        feats = hit_features(c.dense, _reference(candidates.reference, c.id), _coverage(q.tokens, weights, p.text),
+                             latin, c.lexical)  # fmt: skip
+        conf = calibration.confidence(cal, feats)
+        hits.append(
+            Hit(rank, score, p.text, p.sources, highlight_spans(p.text, q.tokens), p.id, conf, conf < limit,
+                evidence_span(candidates.units.get(c.id)), feats)
+        )  # fmt: skip
+    return hits
+
+
+def evidence_span(units: list[ScoredUnit] | None) -> tuple[int, int] | None:
+    """The span of the passage's sentence closest to the question (None for a one-sentence passage)."""
+    sentences = (units or [])[1:]  # the first unit is the passage whole
+    if not sentences:
+        return None
+    best = max(sentences, key=lambda u: u.score)
+    return (best.unit.start, best.unit.end)
+
+
+def _check_calibration(index: Index) -> None:
+    cal = index.manifest.calibration
     known = set(hit_features(0.0, None, 0.0, 0.0, 0.0))
-    features, weights = cal.get("features"), cal.get("weights")
-    if (
-        not isinstance(features, list) or not isinstance(weights, list) or len(features) != len(weights)
-        or not set(features) <= known or not isinstance(cal.get("threshold"), int | float)
-    ):  # fmt: skip
+    if not set(cal.features) <= known:
         raise IndexMismatchError(
             f"The calibration in {index.folder / 'manifest.json'} does not fit this version of qa "
-            f"(features {features}). Rebuild the index: qa index build --index {index.folder} --force"
+            f"(features {list(cal.features)}). Rebuild the index: qa index build --index {index.folder} --force"
         )
-
-
-def _group_units(units: np.ndarray | None, n: int) -> list[np.ndarray]:
-    if units is None:
-        return []
-    order = np.argsort(units[:, 0], kind="stable")
-    counts = np.bincount(units[:, 0], minlength=n)
-    return np.split(order, np.cumsum(counts)[:-1])
 
 
 def latin_share(query: str) -> float:
@@ -354,9 +368,9 @@ def latin_share(query: str) -> float:
     return sum(c.isascii() for c in letters) / len(letters) if letters else 0.0
 
 
-def _reference(reference: list[tuple[int, float]], idx: int) -> float | None:
+def _reference(reference: list[tuple[str, float]], pid: str) -> float | None:
     """Mean dense score of the best other passages: a hit that stands out is more likely an answer."""
-    others = [d for i, d in reference if i != idx][:REFERENCE]
+    others = [d for i, d in reference if i != pid][:REFERENCE]
     return sum(others) / len(others) if others else None
 
 

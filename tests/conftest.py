@@ -34,7 +34,7 @@ def seeds_copy(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def hash_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The seed corpus indexed with the tiny deterministic test encoder."""
-    from qa.embed import HashEncoder
+    from tests.fakes import HashEncoder
     from qa.index import build_index
 
     folder = tmp_path_factory.mktemp("hash") / "index"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from qa.cli import main
-from qa.embed import HashEncoder
+from tests.fakes import HashEncoder
 from qa.errors import QuerySetError
 from qa.evaluate import evaluate, load_queries, missing_answers, summarize
 from qa.search import Retriever

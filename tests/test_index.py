@@ -1,28 +1,34 @@
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from qa import vectors
-from qa.embed import HashEncoder
 from qa.errors import IndexCorruptError, IndexMissingError, QAError
-from qa.index import MANIFEST, build_index, load_index, read_manifest, stale_documents
+from qa.index import Index, build_index, load_index, open_or_build, read_manifest, stale_documents
+from qa.manifest import MANIFEST, Manifest
+from qa.progress import Stage
+from qa.stores.local import FaissVectorStore
 from tests.conftest import SEEDS
+from tests.fakes import HashEncoder
 
 
 def test_folder_is_plain_versioned_and_checksummed(hash_index: Path):
     manifest = json.loads((hash_index / MANIFEST).read_text(encoding="utf-8"))
-    assert manifest["format"] == "qa-index" and manifest["format_version"] == 1
+    assert manifest["format"] == "qa-index" and manifest["format_version"] == 2
     assert manifest["passage_count"] > 200 and manifest["duplicates_collapsed"] > 10
     assert {d["file"] for d in manifest["documents"]} == {p.name for p in SEEDS.iterdir()}
     assert set(manifest["files"]) >= {
         "passages.jsonl",
         "vectors.npy",
         "units.npy",
+        "spans.npy",
         "dense.faiss",
+        "bm25/ids.json",
         "bm25/params.index.json",
     }
     assert manifest["model"]["dimension"] == 64 and manifest["model"]["fingerprint"]
@@ -81,7 +87,7 @@ def test_a_crash_mid_build_leaves_the_previous_index(seeds_copy: Path, tmp_path:
     def boom(self, path):
         raise OSError("disk full")
 
-    monkeypatch.setattr(vectors.FaissStore, "save", boom)
+    monkeypatch.setattr(FaissVectorStore, "save", boom)
     with pytest.raises(OSError, match="disk full"):
         build_index(seeds_copy, folder, encoder=HashEncoder())
     assert (folder / MANIFEST).read_bytes() == before
@@ -127,6 +133,7 @@ def test_update_reembeds_only_the_changed_document(seeds_copy: Path, tmp_path: P
     assert enc.calls - calls - 1 == report.embedded == 1  # the new sentence only
     index = load_index(folder)
     assert not any(s.file == "001_90bd3d4f88e6e1ee.txt" for p in index.passages for s in p.sources)
+    assert len(index.stores.vectors) == index.manifest.store.vectors
     assert any("疫苗加强针" in p.text for p in index.passages)
     assert stale_documents(index.manifest) == []
 
@@ -154,8 +161,8 @@ def test_a_tokenizer_change_rebuilds_keywords_but_keeps_vectors(seeds_copy: Path
     )
     report = build_index(seeds_copy, folder, encoder=enc)
     assert not report.up_to_date and report.full_rebuild_reason is None
-    assert report.embedded == 0 and report.reused == first.embedded
-    assert load_index(folder).manifest["bm25"]["k1"] == 1.5
+    assert report.embedded == 0 and report.reused == report.units == first.units
+    assert load_index(folder).manifest.bm25["k1"] == 1.5
 
 
 def test_an_unreadable_file_is_skipped_and_reported(seeds_copy: Path, tmp_path: Path):
@@ -172,3 +179,77 @@ def test_a_touched_but_unchanged_document_is_not_stale(seeds_copy: Path, tmp_pat
     doc = seeds_copy / "001_90bd3d4f88e6e1ee.txt"
     os.utime(doc, ns=(doc.stat().st_atime_ns, doc.stat().st_mtime_ns + 10**9))
     assert stale_documents(read_manifest(tmp_path / "index")) == []
+
+
+def test_the_manifest_is_typed_and_round_trips(hash_index: Path):
+    text = (hash_index / MANIFEST).read_text(encoding="utf-8")
+    manifest = Manifest.from_json(text)
+    assert manifest.model is not None and manifest.model.dimension == 64
+    assert manifest.store is not None and manifest.store.kind == "faiss" and manifest.store.vectors > 1000
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        manifest.passage_count = 0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("documents"), r"documents is missing"),
+        (lambda d: d["model"].update(dimension="64"), r"model.dimension should be int"),
+        (lambda d: d["store"].update(kind="qdrant"), r"store.kind is 'qdrant'"),
+        (lambda d: d["calibration"].update(weights=[1.0]), r"features and weights"),
+    ],
+)
+def test_a_malformed_manifest_names_the_field(hash_index: Path, tmp_path: Path, change, message: str):
+    folder = _copy(hash_index, tmp_path)
+    d = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    change(d)
+    (folder / MANIFEST).write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match=message + r".*qa index build"):
+        Index.open(folder)
+
+
+def test_nothing_outside_the_index_modules_reads_manifest_keys():
+    """Callers ask the typed Manifest; its JSON is read in qa/manifest.py only."""
+    root = Path(__file__).resolve().parent.parent
+    pattern = re.compile(r"""manifest(\.get\(|\[["'])""")
+    offenders = [
+        f"{p.relative_to(root)}:{n}"
+        for folder in ("qa", "ui")
+        for p in sorted((root / folder).rglob("*.py"))
+        if p.name != "manifest.py"
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1)
+        if pattern.search(line)
+    ]
+    assert offenders == []
+
+
+def test_build_progress_comes_as_typed_events(seeds_copy: Path, tmp_path: Path):
+    events: list[tuple[Stage, int, int]] = []
+    build_index(seeds_copy, tmp_path / "index", encoder=HashEncoder(), on_progress=lambda *e: events.append(e))
+    stages = list(dict.fromkeys(stage for stage, _, _ in events))
+    assert stages == [Stage.READ, Stage.SPLIT, Stage.MODEL, Stage.EMBED, Stage.KEYWORDS, Stage.WRITE]
+    embed = [(done, total) for stage, done, total in events if stage == Stage.EMBED]
+    assert embed[0][0] == 0 and embed[-1][0] == embed[-1][1] > 1000
+    assert all(a[0] <= b[0] for a, b in zip(embed, embed[1:], strict=False))
+
+
+def test_open_or_build_builds_updates_and_then_just_opens(seeds_copy: Path, tmp_path: Path):
+    folder = tmp_path / "index"
+    first = open_or_build(seeds_copy, folder, encoder=HashEncoder())
+    assert first.report is not None and first.reasons == ("no index yet",)
+    (seeds_copy / "new.txt").write_text("新增的文件，说的是疫苗接种的留观时间。", encoding="utf-8")
+    second = open_or_build(seeds_copy, folder, encoder=HashEncoder())
+    assert second.reasons == ("new: new.txt",) and second.report is not None and second.report.embedded == 1
+    third = open_or_build(seeds_copy, folder, encoder=HashEncoder())
+    assert third.report is None and third.index.manifest.generation == second.index.manifest.generation
+
+
+def test_save_calibration_bumps_the_generation_and_keeps_files(hash_index: Path, tmp_path: Path):
+    folder = _copy(hash_index, tmp_path)
+    index = Index.open(folder)
+    before = index.manifest
+    index.save_calibration(dataclasses.replace(before.calibration, threshold=0.42))
+    again = Index.open(folder)
+    assert again.manifest.calibration.threshold == 0.42
+    assert again.manifest.generation == before.generation + 1 and again.manifest.files == before.files

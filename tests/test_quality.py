@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from qa.cli import main
-from qa.embed import HashEncoder
+from tests.fakes import HashEncoder
 from qa.errors import IndexMismatchError
 from qa.evaluate import EvalResult, evaluate, load_queries
 from qa.search import Retriever

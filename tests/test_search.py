@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.embed import HashEncoder
+from tests.fakes import HashEncoder
 from qa.errors import IndexMismatchError, QueryError
 from qa.index import build_index
 from qa.search import Retriever, highlight_spans

@@ -30,12 +30,27 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from qa import DEFAULT_DOCS, DEFAULT_INDEX
-from qa.documents import SUFFIXES, UnreadableFile, parse_document
-from qa.embed import Encoder, SentenceTransformerEncoder
-from qa.errors import IndexMissingError, QAError, QueryError, UploadError
-from qa.index import BuildReport, build_index, read_manifest, stale_documents
-from qa.search import MAX_K, MAX_QUERY_CHARS, MODES, Mode, Retriever
+from qa import (
+    DEFAULT_DOCS,
+    DEFAULT_INDEX,
+    MAX_K,
+    MAX_QUERY_CHARS,
+    MODES,
+    SUFFIXES,
+    BuildReport,
+    Encoder,
+    Index,
+    Mode,
+    QAError,
+    QueryError,
+    Retriever,
+    SentenceTransformerEncoder,
+    Stage,
+    UnreadableFile,
+    UploadError,
+    open_or_build,
+    parse_document,
+)
 from ui.render import CSS, answer_html, esc, question_html
 
 DEFAULT_K = 5
@@ -132,24 +147,24 @@ class UploadOutcome:
 
 # ---------------------------------------------------------------- index updates
 
-_STAGES = (
-    ("Reading documents", "读取文档", 0.1),
-    ("Splitting", "切分段落", 0.25),
-    ("Indexing keywords", "建立关键词索引", 0.4),
-    ("Loading model", "加载模型", 0.5),
-    ("Embedding", "向量化新段落", 0.6),
-)
+# Each stage's label and the share of the progress bar it spans.
+_STAGES: dict[Stage, tuple[str, float, float]] = {
+    Stage.READ: ("读取文档", 0.05, 0.15),
+    Stage.SPLIT: ("切分段落", 0.15, 0.25),
+    Stage.MODEL: ("加载模型", 0.25, 0.3),
+    Stage.EMBED: ("向量化新段落", 0.3, 0.85),
+    Stage.KEYWORDS: ("建立关键词索引", 0.85, 0.9),
+    Stage.WRITE: ("写入索引", 0.9, 0.95),
+    Stage.LOAD: ("加载新索引", 0.95, 1.0),
+}
 
 
-def stage_label(msg: str) -> tuple[str, float]:
-    """A build stage message of `build_index` in Chinese, and how far along it is."""
-    for prefix, label, done in _STAGES:
-        if msg.startswith(prefix):
-            m = re.match(r"Embedding (\d+) new text units \((\d+) reused\)", msg)
-            if m:
-                label = f"向量化 {m.group(1)} 个新文本单元（复用 {m.group(2)} 个）"
-            return label, done
-    return msg, 0.5
+def stage_progress(stage: Stage, done: int, total: int) -> tuple[str, float]:
+    """A build event in Chinese, and how far along the whole update is (0..1)."""
+    label, lo, hi = _STAGES[stage]
+    if stage == Stage.EMBED and total:
+        label = f"向量化新文本单元 {done}/{total}"
+    return label, lo + (hi - lo) * (done / total if total else 1.0)
 
 
 class Library:
@@ -173,7 +188,9 @@ class Library:
     def documents(self) -> list[dict[str, Any]]:
         return self._retriever.documents()
 
-    def add_files(self, paths: Sequence[str | Path], on_stage: Callable[[str], None] | None = None) -> UploadOutcome:
+    def add_files(
+        self, paths: Sequence[str | Path], on_progress: Callable[[Stage, int, int], None] | None = None
+    ) -> UploadOutcome:
         """Check each file by content, store the good ones under safe new names, update the index.
 
         A refused file is reported and the others go on; if the index update fails, the
@@ -198,7 +215,7 @@ class Library:
                     out.refused.append((orig, f"无法读取或保存（{exc.strerror or exc}）"))
             if out.stored:
                 try:
-                    out.report = self._rebuild(on_stage)
+                    out.report = self._rebuild(on_progress)
                 except Exception as exc:
                     for _, name in out.stored:
                         (self.docs_dir / name).unlink(missing_ok=True)
@@ -219,7 +236,7 @@ class Library:
             raise UploadError(_unreadable_reason(exc)) from exc
         return raw
 
-    def remove(self, file: str, on_stage: Callable[[str], None] | None = None) -> BuildReport:
+    def remove(self, file: str, on_progress: Callable[[Stage, int, int], None] | None = None) -> BuildReport:
         """Delete an indexed document's file and update the index (the file comes back if that fails)."""
         with self._lock:
             indexed = {d["file"] for d in self.documents()}
@@ -234,24 +251,23 @@ class Library:
             raw = path.read_bytes()
             path.unlink()
             try:
-                return self._rebuild(on_stage)
+                return self._rebuild(on_progress)
             except Exception:
                 path.write_bytes(raw)
                 raise
 
-    def _rebuild(self, on_stage: Callable[[str], None] | None) -> BuildReport:
-        old = self._retriever
-        manifest = old.manifest
-        encoder = old.encoder if old.has_dense else None
-        report = build_index(
-            self.docs_dir, self.index_dir, encoder=encoder, dense=old.has_dense,
-            max_chars=manifest["splitter"]["max_chars"], near_dup=manifest["splitter"]["near_dup"], on_stage=on_stage,
-        )  # fmt: skip
-        if on_stage:
-            on_stage("Loading the new index")
-        new = Retriever.load(self.index_dir, encoder=encoder, fusion=old.fusion, check_stale=False)
-        new.warm_up()
-        self._retriever = new
+    def _rebuild(self, on_progress: Callable[[Stage, int, int], None] | None) -> BuildReport:
+        """Update the index from the documents folder, then search the new one."""
+        retriever = self._retriever
+        report = retriever.index.update(
+            self.docs_dir, encoder=retriever.encoder if retriever.has_dense else None, on_progress=on_progress
+        )
+        if on_progress:
+            on_progress(Stage.LOAD, 0, 1)
+        retriever.replace_index(Index.open(self.index_dir))
+        retriever.warm_up()
+        if on_progress:
+            on_progress(Stage.LOAD, 1, 1)
         return report
 
 
@@ -318,7 +334,7 @@ def create_app(
     """The chat app over a loaded `Retriever` (or an index folder), its documents in `docs_dir`
     (default: the folder the index was built from)."""
     retriever = source if isinstance(source, Retriever) else Retriever.load(source, encoder=encoder)
-    docs = Path(docs_dir) if docs_dir is not None else Path(retriever.manifest["docs_dir"])
+    docs = Path(docs_dir) if docs_dir is not None else Path(retriever.manifest.docs_dir)
     library = Library(retriever, docs, max_upload_bytes=max_upload_bytes)
     feedback = FeedbackLog(feedback_path or default_feedback_path(library.index_dir))
     modes = MODE_CHOICES if retriever.has_dense else [c for c in MODE_CHOICES if c[1] == "lexical"]
@@ -379,13 +395,13 @@ def create_app(
         if not files:
             return "请先选择要上传的文件。", *documents_view(), None
 
-        def stage(msg: str) -> None:
-            label, done = stage_label(msg)
-            progress(done, desc=label)
+        def stage(event: Stage, done: int, total: int) -> None:
+            label, share = stage_progress(event, done, total)
+            progress(share, desc=label)
 
         progress(0.02, desc="检查文件")
         try:
-            outcome = library.add_files(files, on_stage=stage)
+            outcome = library.add_files(files, on_progress=stage)
         except QAError as exc:
             raise gr.Error(esc(str(exc))) from exc
         if outcome.refused:
@@ -400,7 +416,7 @@ def create_app(
             return "请先选择要删除的文档。", *documents_view()
         progress(0.02, desc="删除文件")
         try:
-            report = library.remove(file, on_stage=lambda msg: progress(stage_label(msg)[1], desc=stage_label(msg)[0]))
+            report = library.remove(file, on_progress=lambda *event: progress(*reversed(stage_progress(*event))))
         except QAError as exc:
             raise gr.Error(esc(str(exc))) from exc
         return f"已删除：{file}\n索引已更新：{report.documents} 个文档，{report.passages} 个段落。", *documents_view()
@@ -492,43 +508,23 @@ def launch_app(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = No
 # ---------------------------------------------------------------- qa serve
 
 
-def _index_changes(manifest: dict[str, Any] | None, docs_dir: Path, model: str | None) -> list[str]:
-    """Why the index must be built or updated before serving (empty: it is current)."""
-    if manifest is None:
-        return ["no index yet"]
-    changes = []
-    if manifest.get("docs_dir") != str(docs_dir.resolve()):
-        changes.append(f"it was built from {manifest.get('docs_dir')}")
-    indexed_model = (manifest.get("model") or {}).get("name")
-    if model and indexed_model and model != indexed_model:
-        changes.append(f"it was built with {indexed_model}, not {model}")
-    return changes + stale_documents(manifest)
-
-
 def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str | None = None,
                       say: Callable[[str], None] = _say) -> Retriever:  # fmt: skip
     """Build or update the index when it is missing or stale, then load it and warm up the model."""
-    docs, index = Path(docs_dir), Path(index_dir)
-    try:
-        manifest: dict[str, Any] | None = read_manifest(index)
-    except IndexMissingError:
-        manifest = None
-    except QAError as exc:
-        say(f"The index in {index} cannot be read ({exc}); rebuilding it.")
-        manifest = None
-    dense = manifest is None or manifest.get("model") is not None
-    name = model or ((manifest or {}).get("model") or {}).get("name")
-    encoder = SentenceTransformerEncoder(name) if dense else None
-    changes = _index_changes(manifest, docs, model)
-    if changes:
-        say(f"Updating the index in {index}: {'; '.join(changes[:5])}{' …' if len(changes) > 5 else ''}")
-        splitter = (manifest or {}).get("splitter") or {}
-        extra = {k: splitter[k] for k in ("max_chars", "near_dup") if k in splitter}
-        report = build_index(docs, index, encoder=encoder, dense=dense, on_stage=say, **extra)
-        say(f"Index ready: {report.documents} documents, {report.passages} passages "
-            f"({report.embedded} text units embedded, {report.reused} reused), {report.seconds:.1f} s.")  # fmt: skip
-    say(f"Loading the index in {index} and the model")
-    retriever = Retriever.load(index, encoder=encoder, check_stale=False)
+    last: list[Stage] = []
+
+    def progress(stage: Stage, done: int, total: int) -> None:
+        if not last or last[-1] != stage:
+            last.append(stage)
+            say(f"  {stage.value}" + (f" ({total})" if total > 1 else ""))
+
+    opened = open_or_build(docs_dir, index_dir, model=model, on_progress=progress)
+    if opened.report is not None:
+        r = opened.report
+        say(f"Index updated ({'; '.join(opened.reasons[:5])}): {r.documents} documents, {r.passages} passages "
+            f"({r.embedded} text units embedded, {r.reused} reused), {r.seconds:.1f} s.")  # fmt: skip
+    say(f"Loading the model for {index_dir}")
+    retriever = Retriever(opened.index, SentenceTransformerEncoder(model) if model else None)
     retriever.warm_up()
     return retriever
 

@@ -78,7 +78,6 @@ def build_and_query() -> dict[str, float]:
 def vector_store_scaling(n: int = 100_000, dim: int = 384, queries: int = 200) -> dict[str, float]:
     """Exact (flat) vs HNSW on synthetic clustered unit vectors: build time, query time, recall@10."""
     import numpy as np
-
     from qa.vectors import FaissStore
 
     rng = np.random.default_rng(0)

@@ -34,8 +34,8 @@ def seeds_copy(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def hash_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The seed corpus indexed with the tiny deterministic test encoder."""
-    from tests.fakes import HashEncoder
     from qa.index import build_index
+    from tests.fakes import HashEncoder
 
     folder = tmp_path_factory.mktemp("hash") / "index"
     build_index(SEEDS, folder, encoder=HashEncoder())

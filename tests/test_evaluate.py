@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from qa.cli import main
-from tests.fakes import HashEncoder
 from qa.errors import QuerySetError
 from qa.evaluate import evaluate, load_queries, missing_answers, summarize
 from qa.search import Retriever
 from tests.conftest import QUERIES
+from tests.fakes import HashEncoder
 
 
 def _write(tmp_path: Path, lines: list[str]) -> Path:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 import shutil
@@ -231,7 +232,7 @@ def test_build_progress_comes_as_typed_events(seeds_copy: Path, tmp_path: Path):
     assert stages == [Stage.READ, Stage.SPLIT, Stage.MODEL, Stage.EMBED, Stage.KEYWORDS, Stage.WRITE]
     embed = [(done, total) for stage, done, total in events if stage == Stage.EMBED]
     assert embed[0][0] == 0 and embed[-1][0] == embed[-1][1] > 1000
-    assert all(a[0] <= b[0] for a, b in zip(embed, embed[1:], strict=False))
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(embed))
 
 
 def test_open_or_build_builds_updates_and_then_just_opens(seeds_copy: Path, tmp_path: Path):

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from qa.cli import main
-from tests.fakes import HashEncoder
 from qa.errors import IndexMismatchError
 from qa.evaluate import EvalResult, evaluate, load_queries
 from qa.search import Retriever
 from tests.conftest import QUERIES
+from tests.fakes import HashEncoder
 
 pytestmark = pytest.mark.model
 BASELINE = json.loads((Path(__file__).parent / "data" / "baseline.json").read_text(encoding="utf-8"))

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import HashEncoder
 from qa.errors import IndexMismatchError, QueryError
 from qa.index import build_index
 from qa.search import Retriever, highlight_spans
 from qa.split import normalize
+from tests.fakes import HashEncoder
 
 
 @pytest.fixture(scope="module")

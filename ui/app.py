@@ -167,6 +167,16 @@ def stage_progress(stage: Stage, done: int, total: int) -> tuple[str, float]:
     return label, lo + (hi - lo) * (done / total if total else 1.0)
 
 
+def _reporter(progress: gr.Progress) -> Callable[[Stage, int, int], None]:
+    """Build events shown on a Gradio progress bar."""
+
+    def report(stage: Stage, done: int, total: int) -> None:
+        label, share = stage_progress(stage, done, total)
+        progress(share, desc=label)
+
+    return report
+
+
 class Library:
     """The retriever in use, its documents folder, and index updates one at a time.
 
@@ -395,13 +405,9 @@ def create_app(
         if not files:
             return "请先选择要上传的文件。", *documents_view(), None
 
-        def stage(event: Stage, done: int, total: int) -> None:
-            label, share = stage_progress(event, done, total)
-            progress(share, desc=label)
-
         progress(0.02, desc="检查文件")
         try:
-            outcome = library.add_files(files, on_progress=stage)
+            outcome = library.add_files(files, on_progress=_reporter(progress))
         except QAError as exc:
             raise gr.Error(esc(str(exc))) from exc
         if outcome.refused:
@@ -416,7 +422,7 @@ def create_app(
             return "请先选择要删除的文档。", *documents_view()
         progress(0.02, desc="删除文件")
         try:
-            report = library.remove(file, on_progress=lambda *event: progress(*reversed(stage_progress(*event))))
+            report = library.remove(file, on_progress=_reporter(progress))
         except QAError as exc:
             raise gr.Error(esc(str(exc))) from exc
         return f"已删除：{file}\n索引已更新：{report.documents} 个文档，{report.passages} 个段落。", *documents_view()

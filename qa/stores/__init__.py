@@ -60,7 +60,10 @@ class PassageStore(Protocol):
 
 
 class VectorStore(Protocol):
-    kind: str
+    @property
+    def kind(self) -> str:
+        """What kind of index holds the vectors, e.g. "faiss-flat-ip" (recorded in the manifest)."""
+        ...
 
     @property
     def dimension(self) -> int: ...
@@ -87,7 +90,8 @@ class VectorStore(Protocol):
 
 
 class KeywordStore(Protocol):
-    kind: str
+    @property
+    def kind(self) -> str: ...
 
     def __len__(self) -> int:
         """How many passages it holds."""

@@ -24,6 +24,7 @@ __all__ = [
     "Document",
     "Encoder",
     "EvalResult",
+    "FeedbackLog",
     "Hit",
     "Index",
     "IndexMissingError",
@@ -42,6 +43,7 @@ __all__ = [
     "UploadError",
     "__version__",
     "build_index",
+    "default_feedback_path",
     "evaluate",
     "load_queries",
     "open_or_build",
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from qa.embed import Encoder, SentenceTransformerEncoder
     from qa.errors import IndexMissingError, QAError, QueryError, UploadError
     from qa.evaluate import EvalResult, evaluate, load_queries
+    from qa.feedback import FeedbackLog, default_feedback_path
     from qa.index import BuildReport, Index, Opened, build_index, open_or_build
     from qa.manifest import Calibration, Manifest
     from qa.progress import Stage
@@ -64,6 +67,7 @@ _LAZY = {
     "parse_document": "qa.documents",
     "Encoder": "qa.embed", "SentenceTransformerEncoder": "qa.embed",
     "IndexMissingError": "qa.errors", "QAError": "qa.errors", "QueryError": "qa.errors", "UploadError": "qa.errors",
+    "FeedbackLog": "qa.feedback", "default_feedback_path": "qa.feedback",
     "EvalResult": "qa.evaluate", "evaluate": "qa.evaluate", "load_queries": "qa.evaluate",
     "BuildReport": "qa.index", "Index": "qa.index", "Opened": "qa.index", "build_index": "qa.index",
     "open_or_build": "qa.index",

@@ -138,7 +138,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
         return 0
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    if not result.answered:
+    if result.verdict == "uncertain":
+        print("可能相关：以下段落可能回答了这个问题，但把握不大，请对照原文核实。")
+    elif not result.answered:
         print("知识库中没有找到与问题直接相关的内容。" + (" 最接近的段落（低置信度）：" if result.hits else ""))
     for h in result.hits:
         flag = " (low confidence)" if h.low_confidence else ""
@@ -169,10 +171,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 1  # not reached: execv replaces this process
 
 
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from qa.feedback import default_feedback_path, export_queries, read_votes, write_queries
+
+    log = Path(args.log) if args.log else default_feedback_path(args.index)
+    lines = export_queries(read_votes(log))
+    text = write_queries(lines, args.output)
+    up = sum(1 for line in lines if line.get("answers") or line.get("passages"))
+    _say(f"{len(lines)} questions from {log}: {up} answered (👍), {len(lines) - up} to review as unanswerable (👎).")
+    if args.output:
+        _say(f"Written to {args.output}. Review it, then: qa eval {args.output} --calibrate --index {args.index}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {value}")
     return value
 
 
@@ -247,11 +271,33 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.add_argument("--report", type=Path, default=None, help="write a Markdown report")
     ev.add_argument("--plot", type=Path, default=None, help="write a PNG plot")
-    ev.add_argument("--calibrate", action="store_true", help="fit the no-answer threshold and save it in the index")
+    ev.add_argument("--calibrate", action="store_true", help="fit the no-answer policy and save it in the index")
     ev.add_argument(
-        "--precision", type=float, default=None, help="with --calibrate: target precision of answered questions"
-    )
+        "--max-false-refusals", type=_share, default=0.03, metavar="SHARE",
+        help="with --calibrate: the share of answerable questions that may get 'not found' (default 0.03)",
+    )  # fmt: skip
+    ev.add_argument(
+        "--max-false-answers", type=_share, default=0.10, metavar="SHARE",
+        help="with --calibrate: the share of unanswerable questions that may get 'answered' (default 0.10)",
+    )  # fmt: skip
+    ev.add_argument(
+        "--cross-docs", action="store_true",
+        help="leave one document out: index the others, run the set, for each document in turn",
+    )  # fmt: skip
     ev.set_defaults(func=cmd_eval)
+
+    feedback = sub.add_parser("feedback", help="the chat's 👍/👎 votes").add_subparsers(
+        dest="feedback_command", required=True
+    )
+    export = feedback.add_parser("export", help="turn the votes into query-set lines (JSONL)")
+    export.add_argument(
+        "--index", default=DEFAULT_INDEX, help="the index the chat served (its feedback log is beside it)"
+    )
+    export.add_argument(
+        "--log", default=None, help="the feedback log (default: feedback/feedback.jsonl beside the index)"
+    )
+    export.add_argument("-o", "--output", default=None, help="write here instead of standard output")
+    export.set_defaults(func=cmd_feedback_export)
 
     serve = sub.add_parser("serve", help="start the web chat")
     serve.add_argument("--docs", default=DEFAULT_DOCS)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
+import tempfile
 import types
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from qa import calibration
+from qa.embed import Encoder
 from qa.errors import QuerySetError
+from qa.index import Index, build_index
 from qa.manifest import Calibration
 from qa.search import Mode, Retriever, SearchResult
 from qa.split import normalize
@@ -35,15 +39,29 @@ MODES_ORDER: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
 # (l2 1 / 5 / 10 / 20: unanswerable refused 0.71 / 0.79 / 0.75 / 0.71 at answerable refused
 # 0.062 / 0.045 / 0.036 / 0.107).
 CALIBRATION_L2 = 5.0
+# The "no answer" policy (`qa eval --calibrate`): refuse at most 3% of the answerable
+# questions, and say "answered" (rather than 可能相关) only where at most 10% of the
+# unanswerable ones reach, both judged on 5-fold out-of-fold confidences.
+MAX_FALSE_REFUSALS = 0.03
+MAX_FALSE_ANSWERS = 0.10
+CV_FOLDS = 5
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
+    """One labelled question. `lang` is "zh", "en" or "mixed" (default: "en" for kind english);
+    `group` ties paraphrases of one fact together (they stay on one side of a split);
+    `context` is the previous question of a two-turn dialogue."""
+
     id: str
     query: str
     answers: tuple[str, ...]
     kind: str = "fact"
     passages: tuple[str, ...] = ()
+    lang: str | None = None
+    group: str | None = None
+    context: str | None = None
+    review: bool = False
 
     @property
     def answerable(self) -> bool:
@@ -51,7 +69,7 @@ class Query:
 
     @property
     def language(self) -> str:
-        return "en" if self.kind == "english" else "zh"
+        return self.lang or ("en" if self.kind == "english" else "zh")
 
 
 def load_queries(path: str | Path) -> list[Query]:
@@ -85,7 +103,9 @@ def load_queries(path: str | Path) -> list[Query]:
         if qid in seen:
             raise QuerySetError(f"{where}: duplicate id {qid!r}.")
         seen.add(qid)
-        queries.append(Query(qid, q, tuple(answers), str(d.get("kind") or "fact"), tuple(gold)))
+        extra = {k: d[k] for k in ("lang", "group", "context") if isinstance(d.get(k), str)}
+        queries.append(Query(qid, q, tuple(answers), str(d.get("kind") or "fact"), tuple(gold),
+                             review=bool(d.get("review")), **extra))  # fmt: skip
     if not queries:
         raise QuerySetError(f"{p} holds no queries.")
     return queries
@@ -142,14 +162,18 @@ def _row(q: Query, result: SearchResult, corpus: Corpus) -> dict[str, Any]:
     top = result.hits[0] if result.hits else None
     return {
         "id": q.id,
+        "group": q.group or q.id,
         "kind": q.kind,
         "language": q.language,
         "query": q.query,
-        "answerable": q.answerable,
+        # answerable by this index: a question whose answers lie in no passage of it (a
+        # document left out, say) counts as unanswerable here
+        "answerable": q.answerable and bool(relevant),
         "first_relevant_rank": relevant_ranks[0] if relevant_ranks else None,
         "relevant_ranks": relevant_ranks,
         "relevant_total": len(relevant),
         "answered": result.answered,
+        "verdict": result.verdict,
         "confidence": round(result.confidence, 4),
         "top_id": top.id if top else None,
         "top_text": top.text[:80] if top else "",
@@ -183,15 +207,27 @@ def summarize(rows: list[dict[str, Any]], k: int) -> dict[str, float]:
             for r in ans
         )
         m["refused_answerable"] = _mean(not r["answered"] for r in ans)
+        m["uncertain_answerable"] = _mean(r["verdict"] == "uncertain" for r in ans)
     refused = [r for r in rows if not r["answered"]]
     if una:
+        m["refused_unanswerable"] = _mean(not r["answered"] for r in una)
+        m["answered_unanswerable"] = _mean(r["verdict"] == "answered" for r in una)
         tp = sum(1 for r in una if not r["answered"])
         p = tp / len(refused) if refused else 0.0
         rc = tp / len(una)
         m["abstain_precision"] = p
         m["abstain_recall"] = rc
         m["abstain_f1"] = 2 * p * rc / (p + rc) if p + rc else 0.0
+    if ans and una:
+        m["auroc"] = auroc([r["confidence"] for r in rows], [r["answerable"] for r in rows])
     return {key: round(v, 4) for key, v in m.items()}
+
+
+def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
+    """Area under the ROC curve: the chance that an answerable question outscores an unanswerable one."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.asarray(positive, dtype=int), np.asarray(scores, dtype=float)))
 
 
 def _mean(values: Iterable[float | bool]) -> float:
@@ -208,10 +244,13 @@ def evaluate(retriever: Retriever, queries: Sequence[Query], k: int = 10, *, mod
 
         it = tqdm(queries, desc=f"eval {mode}", unit="q", file=sys.stderr, leave=False)
     corpus = corpus_of(retriever)
-    rows = []
-    for q in it:
-        result = retriever.search(q.query, k=k, mode=mode)
-        rows.append(_row(q, result, corpus))
+    rows = [_row(q, retriever.search(q.query, k=k, mode=mode), corpus) for q in it]
+    return scored(rows, mode, k, retriever.threshold, missing_answers(queries, retriever, corpus))
+
+
+def scored(rows: list[dict[str, Any]], mode: str, k: int, threshold: float,
+           missing: list[tuple[str, str]] | None = None) -> EvalResult:  # fmt: skip
+    """Metrics over `rows`, overall, by kind and by language."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     langs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -225,37 +264,150 @@ def evaluate(retriever: Retriever, queries: Sequence[Query], k: int = 10, *, mod
         by_kind={kind: summarize(rs, k) for kind, rs in sorted(groups.items())},
         by_language={lang: summarize(rs, k) for lang, rs in sorted(langs.items())},
         rows=rows,
-        threshold=retriever.threshold,
-        missing=missing_answers(queries, retriever, corpus),
+        threshold=threshold,
+        missing=missing or [],
     )
+
+
+# ---------------------------------------------------------------- leave one document out
+
+
+class CachingEncoder:
+    """An encoder that embeds each text once across several builds (leave-one-document-out)."""
+
+    def __init__(self, inner: Encoder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._cache: dict[str, np.ndarray] = {}
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
+    def source(self) -> str:
+        return self.inner.source
+
+    @property
+    def backend(self) -> str:
+        return str(getattr(self.inner, "backend", "torch"))
+
+    def encode_passages(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
+        todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if todo:
+            self._cache.update(zip(todo, self.inner.encode_passages(todo), strict=True))
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([self._cache[t] for t in texts])
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.inner.encode_query(text)
+
+
+def cross_document_eval(retriever: Retriever, queries: Sequence[Query], k: int = 10, *, mode: Mode = "hybrid",
+                        progress: bool = False) -> EvalResult:  # fmt: skip
+    """Leave one document out: index all documents but one, run the set, for each document.
+
+    A question whose answers lie only in the left-out document is unanswerable there: this
+    is what a user with other documents gets. The calibration of `retriever` is used as is.
+    """
+    manifest = retriever.manifest
+    root = Path(manifest.docs_dir)
+    files = [d.file for d in manifest.documents]
+    if len(files) < 2:
+        raise QuerySetError("Leaving one document out needs an index of at least two documents.")
+    encoder = CachingEncoder(retriever.encoder) if retriever.has_dense else None
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="qa-cross-docs-") as tmp:
+        for n, left_out in enumerate(files, start=1):
+            if progress:
+                print(f"Leaving out {left_out} ({n}/{len(files)})", file=sys.stderr, flush=True)
+            docs, folder = Path(tmp) / f"docs{n}", Path(tmp) / f"index{n}"
+            for f in files:
+                if f != left_out:
+                    (docs / f).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(root / f, docs / f)
+            build_index(docs, folder, encoder=encoder, dense=retriever.has_dense,
+                        max_chars=manifest.splitter.max_chars, near_dup=manifest.splitter.near_dup)  # fmt: skip
+            index = Index.open(folder)
+            index.save_calibration(retriever.calibration)
+            sub = Retriever(index, encoder, fusion=retriever.fusion, refresh=False)
+            result = evaluate(sub, queries, k, mode=mode)
+            rows += [{**r, "left_out": left_out} for r in result.rows]
+    return scored(rows, mode, k, retriever.threshold)
 
 
 # ---------------------------------------------------------------- calibration
 
 
-def calibrate(result: EvalResult, retriever: Retriever, *, precision: float | None = None,
-              source: str = "") -> Calibration:  # fmt: skip
-    """Fit the confidence model and threshold on an evaluation's top hits; returns the new calibration."""
+def calibrate(result: EvalResult, retriever: Retriever, *, max_false_refusals: float = MAX_FALSE_REFUSALS,
+              max_false_answers: float = MAX_FALSE_ANSWERS, folds: int = CV_FOLDS, source: str = "") -> Calibration:  # fmt: skip
+    """Fit the confidence model on an evaluation's top hits, and its policy by cross-validation.
+
+    The thresholds are chosen on out-of-fold confidences (each question scored by a model
+    that never saw it or its paraphrases), which is what new questions will get:
+    "not found" below the `threshold` that refuses at most `max_false_refusals` of the
+    answerable questions; "answered" from the `confident` level that at most
+    `max_false_answers` of the unanswerable ones reach; "uncertain" in between.
+    """
     features = calibration.DENSE_FEATURES if retriever.has_dense else calibration.LEXICAL_FEATURES
     usable = [r for r in result.rows if r["top_features"]]
-    if len({r["answerable"] for r in usable}) < 2:
-        raise QuerySetError('Calibration needs both answerable and unanswerable questions ("answers": []) in the set.')
+    y = np.array([bool(r["answerable"]) for r in usable])
+    if y.sum() < folds or (~y).sum() < folds:
+        raise QuerySetError(
+            f"Calibration needs at least {folds} answerable and {folds} unanswerable questions "
+            '("answers": []) in the set.'
+        )
     x = np.array([[r["top_features"].get(f, 0.0) for f in features] for r in usable])
-    y = np.array([1.0 if r["answerable"] else 0.0 for r in usable])
+    oof = out_of_fold(x, y, [r.get("group") or r["id"] for r in usable], folds)
+    threshold = refusal_threshold(oof[y], max_false_refusals)
+    confident = max(threshold, answer_threshold(oof[~y], max_false_answers))
     weights, bias = calibration.fit_logistic(x, y, l2=CALIBRATION_L2)
-    cal = Calibration(features, tuple(round(float(w), 4) for w in weights), round(bias, 4), 0.5)
-    scores = [calibration.confidence(cal, dict(zip(features, row, strict=True))) for row in x]
-    threshold = round(calibration.best_threshold(scores, [bool(v) for v in y], precision), 4)
-    details = {"fitted_at": datetime.now(UTC).isoformat(timespec="seconds"), "queries": len(usable),
-               "target_precision": precision}  # fmt: skip
-    return replace(cal, threshold=threshold, fitted=True, fitted_on=source, details=details)
+    details = {
+        "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"), "queries": len(usable), "folds": folds,
+        "max_false_refusals": max_false_refusals, "max_false_answers": max_false_answers,
+        "cv_refused_answerable": round(float((oof[y] < threshold).mean()), 4),
+        "cv_refused_unanswerable": round(float((oof[~y] < threshold).mean()), 4),
+        "cv_auroc": round(auroc(oof.tolist(), y.tolist()), 4),
+    }  # fmt: skip
+    return Calibration(
+        features, tuple(round(float(w), 4) for w in weights), round(bias, 4), round(threshold, 4),
+        round(confident, 4), True, source, details,
+    )  # fmt: skip
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, groups: Sequence[str], folds: int) -> np.ndarray:
+    """Each question's confidence from a model fitted on the other folds (paraphrases kept together)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    oof = np.zeros(len(y))
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=0)
+    for train, test in splitter.split(x, y.astype(int), list(groups)):
+        w, b = calibration.fit_logistic(x[train], y[train], l2=CALIBRATION_L2)
+        oof[test] = 1.0 / (1.0 + np.exp(-np.clip(x[test] @ w + b, -50, 50)))
+    return oof
+
+
+def refusal_threshold(answerable: np.ndarray, rate: float) -> float:
+    """The threshold below which at most `rate` of these (answerable) confidences fall."""
+    s = np.sort(answerable)
+    m = int(np.floor(rate * len(s) + 1e-9))
+    return float(s[0] - 1e-4) if m == 0 else float((s[m - 1] + s[m]) / 2)
+
+
+def answer_threshold(unanswerable: np.ndarray, rate: float) -> float:
+    """The level that at most `rate` of these (unanswerable) confidences reach."""
+    s = np.sort(unanswerable)[::-1]
+    m = int(np.floor(rate * len(s) + 1e-9))
+    return float(s[0] + 1e-4) if m == 0 else float((s[m - 1] + s[m]) / 2)
 
 
 # ---------------------------------------------------------------- output
 
 
-METRIC_ORDER = ("hit@1", "hit@3", "hit@5", "hit@10", "recall@{k}", "mrr@10", "ndcg@10",
-                "refused_answerable", "abstain_precision", "abstain_recall", "abstain_f1")  # fmt: skip
+METRIC_ORDER = ("hit@1", "hit@3", "hit@5", "hit@10", "recall@{k}", "mrr@10", "ndcg@10", "auroc",
+                "refused_answerable", "uncertain_answerable", "refused_unanswerable", "answered_unanswerable",
+                "abstain_precision", "abstain_f1")  # fmt: skip
 
 
 def metrics_table(results: Sequence[EvalResult]) -> str:
@@ -380,14 +532,23 @@ def run_eval_command(args: argparse.Namespace) -> int:
         print(
             f"qa: warning: answer {a!r} of {qid} is in no passage of the index; it counts as a miss.", file=sys.stderr
         )
-    results = [evaluate(retriever, queries, args.k, mode=m, progress=sys.stderr.isatty()) for m in modes]
+    if args.cross_docs:
+        if args.calibrate:
+            raise QuerySetError("--cross-docs reports the index's calibration; calibrate in a separate run.")
+        results = [cross_document_eval(retriever, queries, args.k, mode=m, progress=True) for m in modes]
+        print("Leave one document out: each document left out in turn; its questions count as unanswerable.")
+    else:
+        results = [evaluate(retriever, queries, args.k, mode=m, progress=sys.stderr.isatty()) for m in modes]
     if args.calibrate:
         main = next((r for r in results if r.mode == "hybrid"), results[0])
-        cal = calibrate(main, retriever, precision=args.precision, source=str(args.file))
+        cal = calibrate(main, retriever, max_false_refusals=args.max_false_refusals,
+                        max_false_answers=args.max_false_answers, source=str(args.file))  # fmt: skip
         retriever.index.save_calibration(cal)
         print(
-            f"Calibrated: threshold {cal.threshold} (weights {list(cal.weights)}, bias {cal.bias}), "
-            f"saved in the manifest of {args.index}",
+            f"Calibrated: not found below {cal.threshold}, answered from {cal.confident} (weights "
+            f"{list(cal.weights)}, bias {cal.bias}); cross-validated: refuses "
+            f"{cal.details['cv_refused_answerable']:.1%} of answerable and {cal.details['cv_refused_unanswerable']:.1%} "
+            f"of unanswerable questions. Saved in the manifest of {args.index}",
             file=sys.stderr,
         )
         results = [evaluate(retriever, queries, args.k, mode=m) for m in modes]

@@ -20,6 +20,7 @@ FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 
 StoreKind = Literal["faiss", "milvus"]
+Verdict = Literal["answered", "uncertain", "not_found"]
 STORE_KINDS: tuple[str, ...] = get_args(StoreKind)
 
 T = TypeVar("T")
@@ -31,7 +32,7 @@ class _Invalid(ValueError):
 
 def _get(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in d:
-        raise _Invalid(f"{where}.{key} is missing")
+        raise _Invalid(f"{where}.{key} is missing" if where else f"{key} is missing")
     value = d[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -145,23 +146,27 @@ class Splitter:
 class Calibration:
     """The "no answer" model: a logistic confidence over named features, and the policy.
 
-    A result is answered when the top hit's confidence reaches `threshold`, uncertain
-    (可能相关) when it reaches `uncertain` but not `threshold`, and not found below that.
+    The top hit's confidence decides the verdict: "answered" from `confident` on,
+    "uncertain" (可能相关) from `threshold` on, "not_found" below `threshold`. Without a
+    band (`confident` None) there are two verdicts, split at `threshold`.
     """
 
     features: tuple[str, ...]
     weights: tuple[float, ...]
     bias: float
     threshold: float
-    uncertain: float | None = None
+    confident: float | None = None
     fitted: bool = False
     fitted_on: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def uncertain_floor(self) -> float:
-        """The lowest confidence still shown as possibly relevant (= threshold when there is no band)."""
-        return self.threshold if self.uncertain is None else min(self.uncertain, self.threshold)
+    def verdict(self, confidence: float, threshold: float | None = None) -> Verdict:
+        """The verdict for a top hit of this confidence (`threshold` overrides the fitted one)."""
+        low = self.threshold if threshold is None else threshold
+        if confidence < low:
+            return "not_found"
+        high = self.threshold if self.confident is None else self.confident
+        return "answered" if confidence >= max(high, low) else "uncertain"
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "calibration") -> Calibration:
@@ -171,13 +176,13 @@ class Calibration:
             raise _Invalid(f"{where}: features and weights should be lists of the same length")
         if not all(isinstance(w, int | float) for w in weights):
             raise _Invalid(f"{where}.weights should be numbers")
-        uncertain = d.get("uncertain")
-        if uncertain is not None and not isinstance(uncertain, int | float):
-            raise _Invalid(f"{where}.uncertain should be a number or null")
+        confident = d.get("confident")
+        if confident is not None and not isinstance(confident, int | float):
+            raise _Invalid(f"{where}.confident should be a number or null")
         known = {f.name for f in fields(cls)}
         return cls(
             tuple(features), tuple(float(w) for w in weights), _get(d, "bias", float, where),
-            _get(d, "threshold", float, where), None if uncertain is None else float(uncertain),
+            _get(d, "threshold", float, where), None if confident is None else float(confident),
             bool(d.get("fitted", False)), d.get("fitted_on") if isinstance(d.get("fitted_on"), str) else None,
             {**_obj(d.get("details", {}), f"{where}.details"), **{k: v for k, v in d.items() if k not in known}},
         )  # fmt: skip

@@ -20,12 +20,13 @@ from typing import Any, Literal, Protocol, get_args
 import numpy as np
 
 from qa import DEFAULT_INDEX, calibration
+from qa.background import BACKGROUND
 from qa.embed import Encoder, SentenceTransformerEncoder
 from qa.errors import IndexMismatchError, QueryError
 from qa.fusion import DEFAULT_FUSION, FUSIONS, Candidate, Fusion, fuse
 from qa.index import Index, check_model
 from qa.lexical import fold, latin_terms, tokenize
-from qa.manifest import Calibration, Manifest
+from qa.manifest import Calibration, Manifest, Verdict
 from qa.split import Passage, Source
 from qa.stores import ScoredUnit
 
@@ -77,8 +78,9 @@ def source_dict(s: Source) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
-    """The answer to one query: `answered` is False when nothing relevant was found
-    (the hits are then the nearest passages, all marked low-confidence)."""
+    """The answer to one query. `verdict` is "answered", "uncertain" (可能相关: the best
+    passage may answer it) or "not_found"; `answered` is False only for "not_found" (the
+    hits are then the nearest passages, all marked low-confidence)."""
 
     query: str
     answered: bool
@@ -87,11 +89,13 @@ class SearchResult:
     confidence: float
     threshold: float
     warnings: tuple[str, ...] = ()
+    verdict: Verdict = "not_found"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "query": self.query,
             "answered": self.answered,
+            "verdict": self.verdict,
             "hits": [h.to_dict() for h in self.hits],
             "mode": self.mode,
             "confidence": round(self.confidence, 4),
@@ -149,6 +153,7 @@ class Retriever:
         self._lock = threading.Lock()
         self._refresh = refresh
         self._next_check = time.monotonic() + REFRESH_SECONDS
+        self._background: np.ndarray | None = None
 
     @classmethod
     def load(cls, index_dir: str | Path = DEFAULT_INDEX, *, encoder: Encoder | None = None, model: str | None = None,
@@ -271,14 +276,25 @@ class Retriever:
         if not _WORDLIKE.search(unicodedata.normalize("NFKC", query)):
             return SearchResult(query, False, [], mode, 0.0, limit, tuple(warnings))
         q = self._understand(query, index)
-        candidates = gather_candidates(index, q, mode, k)
+        candidates = gather_candidates(index, q, mode, k, self._background_scores(q))
         ranked = fuse(candidates.items, self.fusion if mode == "hybrid" else mode, candidates.lexical_max)
         passages = {p.id: p for p in index.stores.passages.get([c.id for c, _ in ranked[: max(k, 20)]])}
         if self.reranker is not None:
             ranked = self.reranker.rerank(q, ranked, passages)
         hits = make_hits(index, q, ranked[:k], candidates, passages, cal, limit)
         top = hits[0].confidence if hits else 0.0
-        return SearchResult(query, top >= limit, hits, mode, top, limit, tuple(warnings))
+        verdict = cal.verdict(top, threshold) if hits else "not_found"
+        return SearchResult(query, verdict != "not_found", hits, mode, top, limit, tuple(warnings), verdict)
+
+    def _background_scores(self, q: Query) -> list[float]:
+        """The question's cosines to the background sentences (qa.background), embedded once."""
+        if q.vector is None:
+            return []
+        if self._background is None:
+            vectors = self.encoder.encode_passages(list(BACKGROUND))
+            with self._lock:
+                self._background = vectors
+        return np.asarray(self._background @ q.vector).tolist()
 
     def _understand(self, query: str, index: Index) -> Query:
         """Stage 0: keywords, Latin words and the query vector (the confidence needs the vector,
@@ -290,8 +306,9 @@ class Retriever:
 # ---------------------------------------------------------------- stages
 
 
-def gather_candidates(index: Index, q: Query, mode: Mode, k: int) -> Candidates:
-    """Stage 1: the passages each ranking proposes, each scored by both (exact cosine, BM25)."""
+def gather_candidates(index: Index, q: Query, mode: Mode, k: int, background: Sequence[float] = ()) -> Candidates:
+    """Stage 1: the passages each ranking proposes, each scored by both (exact cosine, BM25),
+    and the reference cosines (best passages, background sentences) for the confidence."""
     stores = index.stores
     want = max(CANDIDATES, k)
     lexical = stores.keywords.search(q.tokens, q.latin, want)
@@ -318,6 +335,7 @@ def gather_candidates(index: Index, q: Query, mode: Mode, k: int) -> Candidates:
         if i in order
     ]
     reference = [(i, _best(units.get(i)) if i in units else s) for i, s in dense[: REFERENCE + 1]]
+    reference += [("", s) for s in background]
     return Candidates(items, units, lexical[0][1] if lexical else 0.0, reference)
 
 
@@ -369,8 +387,9 @@ def latin_share(query: str) -> float:
 
 
 def _reference(reference: list[tuple[str, float]], pid: str) -> float | None:
-    """Mean dense score of the best other passages: a hit that stands out is more likely an answer."""
-    others = [d for i, d in reference if i != pid][:REFERENCE]
+    """Mean of the best REFERENCE cosines among the other passages and the background
+    sentences: a hit that stands out is more likely an answer. None without vectors."""
+    others = sorted((d for i, d in reference if i != pid), reverse=True)[:REFERENCE]
     return sum(others) / len(others) if others else None
 
 

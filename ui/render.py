@@ -15,6 +15,13 @@ from qa.search import Hit, SearchResult
 from qa.split import Passage, Source
 
 NOT_FOUND = "知识库中没有找到与问题直接相关的内容"
+UNCERTAIN = "可能相关"
+# The three verdicts read differently at a glance: a coloured badge before the lead sentence.
+VERDICT_BADGES = {
+    "found": '<span class="qa-badge qa-badge-found">✓ 已找到</span>',
+    "uncertain": '<span class="qa-badge qa-badge-uncertain">? 可能相关</span>',
+    "none": '<span class="qa-badge qa-badge-none">✗ 未找到</span>',
+}
 LOW_CONFIDENCE = "低置信度"
 MAX_NEIGHBOUR_SOURCES = 3
 BAR_CELLS = 5
@@ -40,6 +47,10 @@ CSS = """
 .qa-ctx p { font-size: .9em; color: #4b5563; margin: .3em 0; }
 .qa-ctx .qa-self { color: #111827; }
 .qa-warn { font-size: .85em; color: #92400e; }
+.qa-badge { display: inline-block; margin-right: .5em; padding: 0 .45em; border-radius: 4px; font-size: .9em; }
+.qa-badge-found { background: #dcfce7; color: #166534; }
+.qa-badge-uncertain { background: #fef3c7; color: #92400e; }
+.qa-badge-none { background: #f3f4f6; color: #4b5563; }
 """
 
 
@@ -135,15 +146,20 @@ def hit_html(hit: Hit, neighbours: Neighbours | None = None) -> str:
 
 def answer_html(result: SearchResult, neighbours: Neighbours | None = None) -> str:
     """The whole answer to one question: a lead sentence, then each passage with its citations."""
-    if result.answered:
-        lead = f"找到 {len(result.hits)} 个相关段落："
+    if result.verdict == "answered":
+        lead, kind = f"找到 {len(result.hits)} 个相关段落：", "found"
+    elif result.verdict == "uncertain":
+        lead, kind = f"{UNCERTAIN}：以下段落可能回答了这个问题，但把握不大，请对照原文核实：", "uncertain"
     elif result.hits:
-        lead = f"{NOT_FOUND}。以下是最接近的段落（{LOW_CONFIDENCE}），仅供参考："
+        lead, kind = f"{NOT_FOUND}。以下是最接近的段落（{LOW_CONFIDENCE}），仅供参考：", "none"
     else:
-        lead = f"{NOT_FOUND}。"
+        lead, kind = f"{NOT_FOUND}。", "none"
     warnings = "".join(f'<p class="qa-warn">提示：{esc(w)}</p>' for w in result.warnings)
     hits = "".join(hit_html(h, neighbours) for h in result.hits)
-    return f'<div class="qa-answer"><p class="qa-lead">{lead}</p>{warnings}{hits}</div>'
+    return (
+        f'<div class="qa-answer qa-verdict-{kind}"><p class="qa-lead">{VERDICT_BADGES[kind]}{lead}</p>'
+        f"{warnings}{hits}</div>"
+    )
 
 
 def question_html(question: str) -> str:

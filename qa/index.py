@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from qa import DEFAULT_DOCS, DEFAULT_INDEX, __version__, calibration
-from qa.documents import Document, iter_files, read_documents
+from qa.documents import Document, iter_files, parse_document, read_documents
 from qa.embed import Encoder, SentenceTransformerEncoder, configured_model, fingerprint, probe_vector
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexMissingError, QAError
 from qa.lexical import BM25_PARAMS, STOPWORDS
@@ -263,6 +263,23 @@ class Index:
         if model and self.manifest.model and model != self.manifest.model.name:
             out.append(f"it was built with {self.manifest.model.name}, not {model}")
         return out + (stale_documents(self.manifest) if not out else [])
+
+    def document(self, file: str) -> Document:
+        """A document as it was indexed: read again from the documents folder, checked against
+        the checksum it was indexed with (so passage spans point at the right text)."""
+        entry = self.manifest.document(file)
+        if entry is None:
+            raise QAError(f"No document {file} in the index in {self.folder}.")
+        root = Path(self.manifest.docs_dir).resolve()
+        path = (root / file).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise QAError(f"{file} is no longer in {root}. Update the index: qa index build --index {self.folder}")
+        raw = path.read_bytes()
+        if hashlib.sha256(raw).hexdigest() != entry.sha256:
+            raise QAError(
+                f"{file} changed since it was indexed. Update the index: qa index build --index {self.folder}"
+            )
+        return parse_document(raw, file)
 
     def on_disk_generation(self) -> int | None:
         """The generation of the manifest on disk now (None if it cannot be read): another

@@ -21,8 +21,10 @@ import numpy as np
 
 from qa import DEFAULT_INDEX, calibration
 from qa.background import BACKGROUND
+from qa.documents import Document
 from qa.embed import Encoder, SentenceTransformerEncoder
 from qa.errors import IndexMismatchError, QueryError
+from qa.followup import with_context
 from qa.fusion import DEFAULT_FUSION, FUSIONS, Candidate, Fusion, fuse
 from qa.index import Index, check_model
 from qa.lexical import fold, latin_terms, tokenize
@@ -90,12 +92,14 @@ class SearchResult:
     threshold: float
     warnings: tuple[str, ...] = ()
     verdict: Verdict = "not_found"
+    interpreted_as: str | None = None  # a follow-up question, as searched with the previous one
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "query": self.query,
             "answered": self.answered,
             "verdict": self.verdict,
+            "interpreted_as": self.interpreted_as,
             "hits": [h.to_dict() for h in self.hits],
             "mode": self.mode,
             "confidence": round(self.confidence, 4),
@@ -223,6 +227,10 @@ class Retriever:
         """Every passage of the index, in reading order."""
         return self.index.passages
 
+    def document(self, file: str) -> Document:
+        """The whole text of an indexed document, as its passages' spans see it."""
+        return self.index.document(file)
+
     def neighbours(self, source: Source) -> tuple[Passage | None, Passage | None]:
         """The passages before and after `source` in its document."""
         return self.index.stores.passages.neighbours(source)
@@ -250,8 +258,12 @@ class Retriever:
 
     # ------------------------------------------------------------ search
 
-    def search(self, query: str, k: int = 5, *, mode: Mode = "hybrid", threshold: float | None = None) -> SearchResult:
-        """The `k` best passages for `query`, and whether they answer it."""
+    def search(self, query: str, k: int = 5, *, mode: Mode = "hybrid", threshold: float | None = None,
+               context: str | None = None) -> SearchResult:  # fmt: skip
+        """The `k` best passages for `query`, and whether they answer it.
+
+        `context` is the previous question of a conversation: a short, elliptical follow-up
+        (那上海呢？) is then searched together with it, and `interpreted_as` says how."""
         if not isinstance(query, str) or not query.strip():
             raise QueryError('The query is empty. Ask a question, e.g. qa ask "上海全市核酸筛查采样了多少人"')
         if mode not in MODES:
@@ -275,7 +287,8 @@ class Retriever:
         limit = cal.threshold if threshold is None else float(threshold)
         if not _WORDLIKE.search(unicodedata.normalize("NFKC", query)):
             return SearchResult(query, False, [], mode, 0.0, limit, tuple(warnings))
-        q = self._understand(query, index)
+        interpreted = with_context(query, context)
+        q = self._understand(interpreted or query, index)
         candidates = gather_candidates(index, q, mode, k, self._background_scores(q))
         ranked = fuse(candidates.items, self.fusion if mode == "hybrid" else mode, candidates.lexical_max)
         passages = {p.id: p for p in index.stores.passages.get([c.id for c, _ in ranked[: max(k, 20)]])}
@@ -284,7 +297,9 @@ class Retriever:
         hits = make_hits(index, q, ranked[:k], candidates, passages, cal, limit)
         top = hits[0].confidence if hits else 0.0
         verdict = cal.verdict(top, threshold) if hits else "not_found"
-        return SearchResult(query, verdict != "not_found", hits, mode, top, limit, tuple(warnings), verdict)
+        return SearchResult(
+            query, verdict != "not_found", hits, mode, top, limit, tuple(warnings), verdict, interpreted
+        )
 
     def _background_scores(self, q: Query) -> list[float]:
         """The question's cosines to the background sentences (qa.background), embedded once."""

@@ -10,7 +10,10 @@ from qa.cli import main
 from qa.errors import QuerySetError
 from qa.evaluate import evaluate, load_queries, missing_answers, summarize
 from qa.search import Retriever
+from qa.index import build_index
 from tests.conftest import QUERIES
+
+DEV = QUERIES.parent / "dev.jsonl"
 from tests.fakes import HashEncoder
 
 
@@ -130,3 +133,51 @@ def test_qa_evaluate_is_callable_however_it_was_imported(hash_index: Path):
     retriever = Retriever.load(hash_index, encoder=HashEncoder())
     queries = qa.load_queries(QUERIES)[:3]
     assert qa.evaluate(retriever, queries, k=3, mode="lexical").metrics["queries"] == 3
+
+
+def test_policy_thresholds_hold_their_shares():
+    import numpy as np
+
+    from qa.evaluate import answer_threshold, refusal_threshold
+
+    answerable = np.linspace(0.2, 0.99, 100)
+    t = refusal_threshold(answerable, 0.03)
+    assert (answerable < t).sum() == 3
+    unanswerable = np.linspace(0.01, 0.6, 50)
+    c = answer_threshold(unanswerable, 0.10)
+    assert (unanswerable >= c).sum() == 5
+    assert refusal_threshold(answerable, 0.0) < answerable.min()
+
+
+def test_calibrate_fits_a_policy_on_out_of_fold_confidences(hash_index: Path):
+    from qa.evaluate import calibrate
+
+    retriever = Retriever.load(hash_index, encoder=HashEncoder())
+    queries = load_queries(DEV)
+    result = evaluate(retriever, queries, k=5)
+    cal = calibrate(result, retriever, max_false_refusals=0.03, max_false_answers=0.1, source="dev")
+    assert cal.fitted and cal.fitted_on == "dev" and cal.confident is not None and cal.confident >= cal.threshold
+    assert cal.details["cv_refused_answerable"] <= 0.03 and cal.details["folds"] == 5
+    assert cal.verdict(cal.threshold - 1e-6) == "not_found"
+    assert cal.verdict(cal.confident) == "answered"
+    if cal.confident > cal.threshold:
+        assert cal.verdict((cal.threshold + cal.confident) / 2) == "uncertain"
+
+
+def test_cross_docs_counts_answers_in_the_left_out_document_as_unanswerable(tmp_path: Path):
+    from qa.evaluate import Query, cross_document_eval
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("蓝鲸牌保温杯的容量是七百毫升，可以保温十二个小时。", encoding="utf-8")
+    (docs / "b.txt").write_text("新冠病毒疫苗接种后需要留观三十分钟。", encoding="utf-8")
+    (docs / "c.txt").write_text("上海四月四日启动了全市核酸筛查。", encoding="utf-8")
+    build_index(docs, tmp_path / "index", encoder=HashEncoder())
+    retriever = Retriever.load(tmp_path / "index", encoder=HashEncoder())
+    queries = [Query("q1", "保温杯能保温多久", ("保温十二个小时",)), Query("q2", "留观多久", ("留观三十分钟",))]
+    result = cross_document_eval(retriever, queries, k=3)
+    rows = {(r["left_out"], r["id"]): r for r in result.rows}
+    assert len(rows) == 6
+    assert rows[("a.txt", "q1")]["answerable"] is False and rows[("b.txt", "q1")]["answerable"] is True
+    assert rows[("b.txt", "q2")]["answerable"] is False and rows[("c.txt", "q2")]["answerable"] is True
+    assert result.metrics["answerable"] == 4 and result.metrics["unanswerable"] == 2

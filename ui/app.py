@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -52,7 +53,7 @@ from qa import (
     open_or_build,
     parse_document,
 )
-from ui.render import CSS, answer_html, esc, question_html
+from ui.render import CSS, answer_html, esc, question_html, source_view_html
 
 DEFAULT_K = 5
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -70,6 +71,37 @@ EXAMPLES = (
     "温杯烫盏是什么意思",
     "How many medical workers did 15 provinces send to support Shanghai?",
 )
+VIEWER_HINT = "点击回答中的“来源”，在这里查看原文，并定位到那一段。"
+# Clicking a citation (a link to #qa-src=…, see ui.render.source_link) hands it to the hidden
+# textbox and button that open the source viewer; links never navigate.
+CITATION_CLICK_JS = """
+<script>
+document.addEventListener("click", (event) => {
+  const link = event.target.closest && event.target.closest("a.qa-cite-link");
+  if (!link) return;
+  event.preventDefault();
+  event.stopPropagation();
+  const box = document.querySelector("#qa-src-request textarea, #qa-src-request input");
+  const button = document.querySelector("#qa-src-open");
+  if (!box || !button) return;
+  box.value = link.getAttribute("href");
+  box.dispatchEvent(new Event("input", { bubbles: true }));
+  setTimeout(() => button.click(), 50);
+}, true);
+</script>
+"""
+# After a reply, show its start (not the bottom of a long answer).
+SCROLL_TO_REPLY_JS = """() => {
+  const rows = document.querySelectorAll("#qa-chat .message-row.bot-row, #qa-chat [data-testid='bot']");
+  const last = rows[rows.length - 1];
+  if (last) last.scrollIntoView({ block: "start", behavior: "instant" });
+}"""
+SCROLL_TO_SOURCE_JS = """() => {
+  setTimeout(() => {
+    const here = document.querySelector("#qa-viewer #qa-here");
+    if (here) here.scrollIntoView({ block: "center", behavior: "instant" });
+  }, 50);
+}"""
 MODE_CHOICES = [("混合（语义 + 关键词）", "hybrid"), ("语义", "dense"), ("关键词", "lexical")]
 DOC_HEADERS = ["标题", "文件", "段落数"]
 FONTS = ["PingFang SC", "Noto Sans CJK SC", "Microsoft YaHei", "system-ui", "sans-serif"]
@@ -341,14 +373,16 @@ def create_app(
     limit_mb = f"{max_upload_bytes / 1048576:g}"
 
     def respond(message: str, history: list[dict[str, Any]], k: float, mode: str, threshold: float,
-                records: dict[int, dict[str, Any]]) -> tuple[list[dict[str, Any]], str, dict[int, dict[str, Any]]]:  # fmt: skip
+                records: dict[int, dict[str, Any]], followups: bool = True,
+                ) -> tuple[list[dict[str, Any]], str, dict[int, dict[str, Any]]]:  # fmt: skip
         question = (message or "").strip()
         if not question:
             gr.Warning("请先输入问题。")
             return history, "", records
         r = library.retriever
         try:
-            result = r.search(question, k=int(k), mode=mode, threshold=float(threshold))  # type: ignore[arg-type]
+            previous = records[max(records)]["searched"] if records and followups else None
+            result = r.search(question, k=int(k), mode=mode, threshold=float(threshold), context=previous)  # type: ignore[arg-type]
         except (QAError, ValueError) as exc:
             raise gr.Error(f"无法搜索：{esc(str(exc))}") from exc
         history = [
@@ -356,7 +390,8 @@ def create_app(
             {"role": "user", "content": question_html(question)},
             {"role": "assistant", "content": answer_html(result, r.neighbours)},
         ]
-        record = {"query": result.query, "hits": [h.id for h in result.hits], "answered": result.answered,
+        record = {"query": result.query, "searched": result.interpreted_as or result.query,
+                  "hits": [h.id for h in result.hits], "answered": result.answered,
                   "verdict": result.verdict, "mode": result.mode, "k": int(k), **_top_evidence(result)}  # fmt: skip
         return history, "", {**records, len(history) - 1: record}
 
@@ -384,6 +419,21 @@ def create_app(
         except (QAError, ValueError) as exc:
             raise gr.Error(f"无法搜索：{esc(str(exc))}") from exc
         return {**result.to_dict(), "html": answer_html(result, r.neighbours)}
+
+    def open_source(request: str) -> str:
+        """The source viewer's HTML for a citation link (see ui.render.source_link)."""
+        try:
+            start, end, ev_start, ev_end, file = unquote(request.removeprefix("#qa-src=")).split("|", 4)
+            span, evidence = (int(start), int(end)), (int(ev_start), int(ev_end))
+        except ValueError:
+            return f'<p class="qa-src-empty">{VIEWER_HINT}</p>'
+        try:
+            doc = library.retriever.document(file)
+        except (QAError, OSError) as exc:
+            return f'<p class="qa-warn">无法打开原文：{esc(str(exc))}</p>'
+        page = next((getattr(s, "page", None) for p in library.retriever.passages() for s in p.sources
+                     if s.file == file and s.start == span[0]), None)  # fmt: skip
+        return source_view_html(doc.title, file, doc.text, span, evidence if evidence[0] >= 0 else None, page)
 
     def documents_view() -> tuple[list[list[Any]], Any]:
         return _doc_rows(library), gr.Dropdown(choices=_doc_choices(library), value=None)
@@ -421,27 +471,40 @@ def create_app(
         gr.Markdown("## 文档问答\n根据知识库中的文档回答问题，每段答案都注明出处。")
         records = gr.State({})
         with gr.Tabs():
-            with gr.Tab("问答"):
-                chatbot = gr.Chatbot(
-                    label="对话", height=620, elem_id="qa-chat", render_markdown=False, sanitize_html=True,
-                    latex_delimiters=[], allow_tags=False, buttons=[], feedback_options=("Like", "Dislike"),
-                    placeholder="在下方输入问题，答案会列出知识库中最相关的段落和来源。",
-                )  # fmt: skip
-                with gr.Row():
-                    question = gr.Textbox(
-                        label="问题", placeholder="输入问题，按回车发送", show_label=False, scale=8, max_length=MAX_QUERY_CHARS,
-                        elem_id="qa-question", autofocus=True,
+            with gr.Tab("问答"), gr.Row():
+                with gr.Column(scale=3):
+                    chatbot = gr.Chatbot(
+                        label="对话", height=620, elem_id="qa-chat", render_markdown=False, sanitize_html=True,
+                        latex_delimiters=[], allow_tags=False, buttons=[], feedback_options=("Like", "Dislike"),
+                        placeholder="在下方输入问题，答案会列出知识库中最相关的段落和来源。", autoscroll=False,
                     )  # fmt: skip
-                    send = gr.Button("提问", variant="primary", scale=1, min_width=80, elem_id="qa-send")
-                    clear = gr.Button("清空对话", scale=1, min_width=80, elem_id="qa-clear")
-                gr.Examples([[q] for q in examples], inputs=[question], label="示例问题")
-                with gr.Accordion("设置", open=False):
-                    k = gr.Slider(1, min(20, MAX_K), value=DEFAULT_K, step=1, label="返回段落数")
-                    mode = gr.Radio(modes, value=modes[0][1], label="检索方式")
-                    threshold = gr.Number(
-                        value=retriever.threshold, minimum=0.0, maximum=1.0, step=0.01, label="置信度阈值（0–1）",
-                        info=f"最相关段落的置信度低于此值时，回答“没有找到”。索引的校准值：{retriever.threshold:.4g}",
+                    with gr.Row():
+                        question = gr.Textbox(
+                            label="问题", placeholder="输入问题，按回车发送", show_label=False, scale=8,
+                            max_length=MAX_QUERY_CHARS, elem_id="qa-question", autofocus=True,
+                        )  # fmt: skip
+                        send = gr.Button("提问", variant="primary", scale=1, min_width=80, elem_id="qa-send")
+                        clear = gr.Button("清空对话", scale=1, min_width=80, elem_id="qa-clear")
+                    gr.Examples([[q] for q in examples], inputs=[question], label="示例问题")
+                    with gr.Accordion("设置", open=False):
+                        k = gr.Slider(1, min(20, MAX_K), value=DEFAULT_K, step=1, label="返回段落数")
+                        mode = gr.Radio(modes, value=modes[0][1], label="检索方式")
+                        threshold = gr.Number(
+                            value=retriever.threshold, minimum=0.0, maximum=1.0, step=0.01,
+                            label="置信度阈值（0–1）",
+                            info=f"最相关段落的置信度低于此值时，回答“没有找到”。索引的校准值：{retriever.threshold:.4g}",
+                        )  # fmt: skip
+                        followups = gr.Checkbox(
+                            value=True, label="结合上文理解追问",
+                            info="像“那上海呢？”这样简短的追问，连同上一个问题一起检索",
+                        )  # fmt: skip
+                with gr.Column(scale=2, min_width=320):
+                    viewer = gr.HTML(
+                        f'<p class="qa-src-empty">{VIEWER_HINT}</p>', elem_id="qa-viewer", label="原文",
+                        max_height=700, padding=True,
                     )  # fmt: skip
+                    source_request = gr.Textbox(elem_id="qa-src-request", elem_classes=["qa-hidden"], show_label=False)
+                    source_open = gr.Button("打开原文", elem_id="qa-src-open", elem_classes=["qa-hidden"])
             with gr.Tab("文档"):
                 table = gr.Dataframe(
                     value=_doc_rows(library), headers=DOC_HEADERS, datatype=["str", "str", "number"], type="array",
@@ -464,10 +527,11 @@ def create_app(
                     remove_btn = gr.Button("删除所选文档", variant="stop", scale=1)
                 status = gr.Textbox(label="状态", interactive=False, lines=3)
 
-        inputs = [question, chatbot, k, mode, threshold, records]
+        inputs = [question, chatbot, k, mode, threshold, records, followups]
         outputs = [chatbot, question, records]
-        question.submit(respond, inputs, outputs, api_name="chat")
-        send.click(respond, inputs, outputs, api_visibility="undocumented")
+        question.submit(respond, inputs, outputs, api_name="chat").then(None, js=SCROLL_TO_REPLY_JS)
+        send.click(respond, inputs, outputs, api_visibility="undocumented").then(None, js=SCROLL_TO_REPLY_JS)
+        source_open.click(open_source, [source_request], [viewer], api_name="source").then(None, js=SCROLL_TO_SOURCE_JS)
         clear.click(lambda: ([], {}, ""), None, [chatbot, records, question], api_visibility="private")
         chatbot.clear(lambda: {}, None, records, api_visibility="private")
         chatbot.like(on_like, [records], None, api_visibility="private")
@@ -496,7 +560,8 @@ def launch_app(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = No
         # with a message that names the file.
         max_file_size=4 * options.max_upload_bytes,
         footer_links=["api", "settings"], run_history=False, enable_monitoring=False, ssr_mode=False,
-        mcp_server=False, theme=gr.themes.Default(font=FONTS, font_mono=["ui-monospace", "monospace"]), css=CSS,
+        mcp_server=False, theme=gr.themes.Default(font=FONTS, font_mono=["ui-monospace", "monospace"]),
+        css=CSS + ".qa-hidden { display: none !important; }", head=CITATION_CLICK_JS,
     )  # fmt: skip
     return share_url or local_url
 

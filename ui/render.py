@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Sequence
+from urllib.parse import quote
 
 from qa.search import Hit, SearchResult
 from qa.split import Passage, Source
@@ -47,6 +48,15 @@ CSS = """
 .qa-ctx p { font-size: .9em; color: #4b5563; margin: .3em 0; }
 .qa-ctx .qa-self { color: #111827; }
 .qa-warn { font-size: .85em; color: #92400e; }
+.qa-answerline { margin: .3em 0 .1em 0; font-size: 1.05em; }
+.qa-da { font-weight: 700; color: #1d4ed8; }
+.qa-context { font-size: .85em; color: #4b5563; font-style: italic; }
+.qa-more summary { cursor: pointer; color: #2563eb; margin: .4em 0; }
+.qa-cite-link { color: inherit; text-decoration: underline dotted; cursor: pointer; }
+.qa-src { line-height: 1.8; }
+.qa-src-head { position: sticky; top: 0; background: var(--background-fill-primary, #fff); padding: .3em 0; }
+.qa-src-text { white-space: normal; }
+.qa-src mark.qa-here { background: #fde68a; }
 .qa-badge { display: inline-block; margin-right: .5em; padding: 0 .45em; border-radius: 4px; font-size: .9em; }
 .qa-badge-found { background: #dcfce7; color: #166534; }
 .qa-badge-uncertain { background: #fef3c7; color: #92400e; }
@@ -100,7 +110,23 @@ def passage_html(text: str, highlights: Sequence[Sequence[int]] = (), evidence: 
 
 def citation_text(source: Source) -> str:
     """The plain-text citation of one source, e.g. 来源：标题 · a.txt · 第3段."""
-    return f"来源：{source.title} · {source.file} · 第{source.paragraph}段"
+    page = getattr(source, "page", None)
+    return f"来源：{source.title} · {source.file}" + (f" · 第{page}页" if page else "") + f" · 第{source.paragraph}段"
+
+
+def source_link(source: Source, evidence: Sequence[int] | None) -> str:
+    """The fragment a citation links to: `#qa-src=` and the file, passage span and best sentence
+    (relative to the passage), URL-encoded; the page's script opens the source viewer with it."""
+    ev = list(evidence) if evidence else [-1, -1]
+    return "#qa-src=" + quote(f"{source.start}|{source.end}|{ev[0]}|{ev[1]}|{source.file}", safe="")
+
+
+def citation_html(source: Source, evidence: Sequence[int] | None = None) -> str:
+    """A citation that opens the source viewer at the passage when clicked."""
+    return (
+        f'<div class="qa-cite"><a class="qa-cite-link" href="{esc(source_link(source, evidence))}" '
+        f'title="在原文中查看">{esc(citation_text(source))}</a></div>'
+    )
 
 
 def relevance_html(confidence: float) -> str:
@@ -132,34 +158,76 @@ def _context_html(hit: Hit, neighbours: Neighbours) -> str:
     return '<details class="qa-ctx"><summary>展开上下文</summary>' + "".join(parts) + "</details>"
 
 
-def hit_html(hit: Hit, neighbours: Neighbours | None = None) -> str:
+def hit_html(hit: Hit, neighbours: Neighbours | None = None, relevance: float | None = None) -> str:
+    """One passage: rank, relevance (`relevance`, default its confidence), text, every citation."""
     low = f'<span class="qa-lowtag">{LOW_CONFIDENCE}</span>' if hit.low_confidence else ""
-    cites = "".join(f'<div class="qa-cite">{esc(citation_text(s))}</div>' for s in hit.sources)
+    cites = "".join(citation_html(s, hit.evidence) for s in hit.sources)
     context = _context_html(hit, neighbours) if neighbours is not None else ""
+    shown = hit.confidence if relevance is None else relevance
     return (
         f'<div class="qa-hit{" qa-low" if hit.low_confidence else ""}">'
-        f'<div class="qa-head"><span class="qa-rank">#{hit.rank}</span>{relevance_html(hit.confidence)}{low}</div>'
+        f'<div class="qa-head"><span class="qa-rank">#{hit.rank}</span>{relevance_html(shown)}{low}</div>'
         f'<div class="qa-text">{passage_html(hit.text, hit.highlights, hit.evidence)}</div>'
         f"{cites}{context}</div>"
     )
 
 
+def shown_relevance(hits: Sequence[Hit]) -> list[float]:
+    """Relevance as shown down the list: never higher than the passage above it (the list is
+    ordered by the fused score; a lower passage may have a higher calibrated confidence)."""
+    out: list[float] = []
+    for h in hits:
+        out.append(min(h.confidence, out[-1]) if out else h.confidence)
+    return out
+
+
+def answer_line_html(hit: Hit) -> str:
+    """答：the top passage's best sentence, with the query terms marked, and where it stands."""
+    start, end = hit.evidence or (0, len(hit.text))
+    return (
+        f'<p class="qa-answerline"><span class="qa-da">答：</span>{_marked(hit.text, start, end, hit.highlights)}</p>'
+        + citation_html(hit.sources[0], hit.evidence)
+    )
+
+
 def answer_html(result: SearchResult, neighbours: Neighbours | None = None) -> str:
-    """The whole answer to one question: a lead sentence, then each passage with its citations."""
+    """The whole reply: verdict and lead, the answer line, the best passage in full, and the
+    other passages collapsed under 更多相关段落."""
     if result.verdict == "answered":
-        lead, kind = f"找到 {len(result.hits)} 个相关段落：", "found"
+        lead, kind = f"找到 {len(result.hits)} 个相关段落。", "found"
     elif result.verdict == "uncertain":
-        lead, kind = f"{UNCERTAIN}：以下段落可能回答了这个问题，但把握不大，请对照原文核实：", "uncertain"
+        lead, kind = f"{UNCERTAIN}：以下段落可能回答了这个问题，但把握不大，请对照原文核实。", "uncertain"
     elif result.hits:
         lead, kind = f"{NOT_FOUND}。以下是最接近的段落（{LOW_CONFIDENCE}），仅供参考：", "none"
     else:
         lead, kind = f"{NOT_FOUND}。", "none"
-    warnings = "".join(f'<p class="qa-warn">提示：{esc(w)}</p>' for w in result.warnings)
-    hits = "".join(hit_html(h, neighbours) for h in result.hits)
-    return (
-        f'<div class="qa-answer qa-verdict-{kind}"><p class="qa-lead">{VERDICT_BADGES[kind]}{lead}</p>'
-        f"{warnings}{hits}</div>"
+    parts = [f'<p class="qa-lead">{VERDICT_BADGES[kind]}{lead}</p>']
+    if result.interpreted_as:
+        parts.append(f'<p class="qa-context">按上文理解为：{esc(result.interpreted_as)}</p>')
+    parts += [f'<p class="qa-warn">提示：{esc(w)}</p>' for w in result.warnings]
+    if result.hits and result.verdict != "not_found":
+        parts.append(answer_line_html(result.hits[0]))
+    relevance = shown_relevance(result.hits)
+    hits = [hit_html(h, neighbours, r) for h, r in zip(result.hits, relevance, strict=True)]
+    parts += hits[:1]
+    if len(hits) > 1:
+        parts.append(
+            f'<details class="qa-more"><summary>更多相关段落（{len(hits) - 1}）</summary>{"".join(hits[1:])}</details>'
+        )
+    return f'<div class="qa-answer qa-verdict-{kind}">{"".join(parts)}</div>'
+
+
+def source_view_html(title: str, file: str, text: str, span: tuple[int, int], evidence: tuple[int, int] | None,
+                     page: int | None = None) -> str:  # fmt: skip
+    """The whole document in the viewer: the passage marked (id qa-here, for scrolling to it),
+    its best sentence emphasized; every piece escaped."""
+    start, end = max(0, min(span[0], len(text))), max(0, min(span[1], len(text)))
+    head = f'<div class="qa-src-head"><b>{esc(title)}</b> · {esc(file)}' + (f" · 第{page}页" if page else "") + "</div>"
+    inner = passage_html(text[start:end], (), evidence)
+    body = (esc(text[:start]) + f'<mark class="qa-here" id="qa-here">{inner}</mark>' + esc(text[end:])).replace(
+        "\n", "<br>"
     )
+    return f'<div class="qa-src">{head}<div class="qa-src-text">{body}</div></div>'
 
 
 def question_html(question: str) -> str:

@@ -9,6 +9,7 @@ Each non-empty line of `Document.text` is one paragraph.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import re
@@ -30,13 +31,24 @@ TITLE_MAX_CHARS = 40
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One source file as clean text. `path` is relative to the documents folder."""
+    """One source file as clean text. `path` is relative to the documents folder.
+
+    `pages` holds the offset in `text` where each page starts (page 1 first), for
+    formats that have pages (PDF); it is empty for the others.
+    """
 
     path: str
     title: str
     text: str
     sha256: str
     meta: Mapping[str, str] = field(default_factory=dict)
+    pages: tuple[int, ...] = ()
+
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based page that holds character `offset` of `text`, or None without pages."""
+        if not self.pages:
+            return None
+        return max(bisect.bisect_right(self.pages, offset), 1)
 
     @property
     def paragraphs(self) -> list[tuple[int, int]]:

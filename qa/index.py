@@ -207,18 +207,20 @@ def unit_texts(passages: list[Passage], units: np.ndarray) -> list[str]:
 
 def _passage_json(p: Passage) -> str:
     sources = [
-        {"file": s.file, "title": s.title, "paragraph": s.paragraph, "span": [s.start, s.end], "order": s.order}
+        {"file": s.file, "title": s.title, "paragraph": s.paragraph, "span": [s.start, s.end], "order": s.order,
+         "page": s.page}
         for s in p.sources
-    ]
+    ]  # fmt: skip
     return json.dumps({"id": p.id, "text": p.text, "sources": sources}, ensure_ascii=False)
 
 
 def _passage_from_json(line: str) -> Passage:
     d = json.loads(line)
     sources = tuple(
-        Source(s["file"], s["title"], int(s["paragraph"]), int(s["span"][0]), int(s["span"][1]), int(s["order"]))
+        Source(s["file"], s["title"], int(s["paragraph"]), int(s["span"][0]), int(s["span"][1]), int(s["order"]),
+               s.get("page"))  # older indexes have no page
         for s in d["sources"]
-    )
+    )  # fmt: skip
     return Passage(d["id"], d["text"], sources)
 
 

@@ -89,6 +89,8 @@ def test_question_is_escaped():
         (".hidden.md", "hidden.md"),
         ("报告 <2022>.HTML", "报告_2022.html"),
         ("a..b.md", "a.b.md"),
+        ("扫描件 (1).PDF", "扫描件_1.pdf"),
+        ("通知.docx", "通知.docx"),
     ],
 )
 def test_safe_filename(name, safe):
@@ -99,6 +101,15 @@ def test_safe_filename(name, safe):
 def test_safe_filename_refuses_other_types(name):
     with pytest.raises(UploadError, match="只接受"):
         safe_filename(name)
+
+
+def test_every_unreadable_reason_has_a_chinese_message():
+    from typing import get_args
+
+    from qa.documents import Unreadable
+    from ui.app import _UNREADABLE
+
+    assert set(_UNREADABLE) == set(get_args(Unreadable))
 
 
 def test_stage_labels_are_chinese():

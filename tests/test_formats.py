@@ -166,6 +166,17 @@ def test_lines_join_unless_they_end_a_sentence_or_stop_short():
     text, starts = join_lines(pages)
     assert text.split("\n") == ["短标题", full + "结束。", full + "N95 masks 继续。", "列举，下一项。"]
     assert starts == (0, text.index("masks"), text.index("masks"))
+    names = [["张三同志", "李四同志", "王五同志"]]  # a list of short lines stays a list
+    assert join_lines(names)[0].split("\n") == names[0]
+    contents = [["第一章 总则 ………………………………………………… 1", "第二章 储备与调拨 . . . . . . . . . . . . . . 12"]]
+    assert join_lines(contents)[0].split("\n") == contents[0]
+
+
+def test_pdf_title_is_the_metadata_title_unless_it_is_a_placeholder():
+    pages = layout(RULES, lines_per_page=20)
+    assert parse_document(pdf_bytes(pages, title="物资管理办法（试行）"), "a.pdf").title == "物资管理办法（试行）"
+    for junk in ("untitled", "Microsoft Word - 新建文档.docx"):
+        assert parse_document(pdf_bytes(pages, title=junk), "a.pdf").title == RULES[0]
 
 
 # ---------------------------------------------------------------- Word

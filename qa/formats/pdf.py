@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 EDGE_LINES = 2  # lines at the top and at the bottom of a page that may be a header or footer
 REPEATED_ON = 0.5  # a header or footer repeats on more than this share of the pages with text
 FULL_LINE = 0.8  # a line at least this share of the usual full line's width reaches the margin
+MIN_FULL_WIDTH = 30  # ... and at least 15 Chinese characters wide, so a list of short lines stays a list
 
 _PAGE_NUMBER = re.compile(
     r"[-–—_·\s]*\d{1,4}[-–—_·\s]*"  # 3, - 3 -, —3—
@@ -39,9 +40,10 @@ _PAGE_NUMBER = re.compile(
 _SENTENCE_END = re.compile(r"[。！？；!?…：:.][”’」』\"')）】》]*$")
 # ... and one that cannot end a paragraph, however short it is.
 _OPEN_END = re.compile(r"[，,、（(“‘《「『]$")
+_CONTENTS_ENTRY = re.compile(r"(?:[.·…]\s?){3,}\s*\d+$")  # 第一章 总则 ………… 1
 _CJK = "\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef"
 _CJK_GAP = re.compile(f"(?<=[{_CJK}])\\s+(?=[{_CJK}])")
-_JUNK_TITLE = re.compile(r"untitled|无标题|anonymous|.*\.(?:docx?|wps|pdf|txt)", re.IGNORECASE)
+_JUNK_TITLE = re.compile(r"untitled|无标题|.*\.(?:docx?|wps|pdf|txt)", re.IGNORECASE)
 
 
 def read_pdf(raw: bytes, path: str) -> Document:
@@ -114,7 +116,11 @@ def drop_running_lines(pages: list[list[str]]) -> list[list[str]]:
     def layout(line: str) -> bool:
         return _key(line) in running or bool(_PAGE_NUMBER.fullmatch(line))
 
-    return [[line for i, line in enumerate(lines) if not (i in _edges(lines) and layout(line))] for lines in pages]
+    kept = []
+    for lines in pages:
+        edges = _edges(lines)
+        kept.append([line for i, line in enumerate(lines) if not (i in edges and layout(line))])
+    return kept
 
 
 def join_lines(pages: list[list[str]]) -> tuple[str, tuple[int, ...]]:
@@ -126,7 +132,7 @@ def join_lines(pages: list[list[str]]) -> tuple[str, tuple[int, ...]]:
     a comma or an opening bracket. Short lines without a full stop are headings.
     """
     widths = sorted(_width(line) for lines in pages for line in lines)
-    full = FULL_LINE * widths[int(0.9 * (len(widths) - 1))] if widths else 0.0
+    full = max(FULL_LINE * widths[int(0.9 * (len(widths) - 1))], MIN_FULL_WIDTH) if widths else MIN_FULL_WIDTH
     parts: list[str] = []
     size = 0
     starts: list[int | None] = []
@@ -153,7 +159,7 @@ def join_lines(pages: list[list[str]]) -> tuple[str, tuple[int, ...]]:
 
 
 def _continues(line: str, full: float) -> bool:
-    if _SENTENCE_END.search(line):
+    if _SENTENCE_END.search(line) or _CONTENTS_ENTRY.search(line):
         return False
     return bool(_OPEN_END.search(line)) or _width(line) >= full
 

@@ -251,7 +251,8 @@ def test_the_format_is_decided_by_content_not_by_name(tmp_path: Path):
 # ---------------------------------------------------------------- end to end
 
 
-def test_pdf_and_docx_are_found_and_cited_with_page_and_title(tmp_path: Path):
+def test_pdf_and_docx_are_found_and_cited_with_page_and_title(tmp_path: Path, capsys):
+    from qa.cli import main
     from qa.index import build_index
     from qa.search import Retriever, source_dict
     from ui.render import citation_text
@@ -271,6 +272,8 @@ def test_pdf_and_docx_are_found_and_cited_with_page_and_title(tmp_path: Path):
     assert src.page == _expected_page(doc, pages, src.start) > 1
     assert source_dict(src)["page"] == src.page
     assert citation_text(src).endswith(f"第{src.paragraph}段 · 第{src.page}页")
+    assert main(["ask", "储备物资可以挪用吗", "--mode", "lexical", "--index", str(tmp_path / "index")]) == 0
+    assert f"来源：{src.title} · rules.pdf · 第{src.paragraph}段 · 第{src.page}页 [" in capsys.readouterr().out
 
     hit = retriever.search("春节值班领导是谁", mode="lexical").hits[0]
     assert hit.sources[0].file == "notice.docx" and "张伟" in hit.text

@@ -211,6 +211,19 @@ def test_docx_headings_paragraphs_and_table_rows():
     assert all(p.source.page is None for p in passages)
 
 
+def test_a_merged_cell_is_read_once():
+    import docx
+
+    from qa.formats.docx import table_text
+
+    table = docx.Document().add_table(rows=2, cols=3)
+    for cell, text in zip(table.rows[1].cells, ["口罩", "一万只", ""], strict=True):
+        cell.text = text
+    table.cell(0, 0).merge(table.cell(0, 1)).text = "物资与数量"
+    table.cell(0, 2).text = "备注。"
+    assert table_text(table) == "物资与数量，备注；口罩，一万只；"
+
+
 def test_docx_title_without_headings_is_the_core_title_or_the_first_line():
     body = [("Normal", "第一段正文。"), ("Normal", "第二段正文。")]
     assert parse_document(docx_bytes(body, core_title="会议纪要"), "a.docx").title == "会议纪要"

@@ -65,6 +65,7 @@ def _body(blocks: Iterable[Paragraph | Table]) -> tuple[list[str], str]:
 
 
 def is_heading(paragraph: Paragraph) -> bool:
+    """Whether the paragraph's style is Title or Heading N (标题, 标题 N in Chinese WPS)."""
     name = paragraph.style.name if paragraph.style is not None else ""
     return bool(_HEADING_STYLE.fullmatch((name or "").strip()))
 

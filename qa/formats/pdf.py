@@ -78,9 +78,8 @@ def _extract(raw: bytes) -> tuple[list[list[str]], str]:
         ) from exc
     except DependencyError as exc:
         raise UnreadableFile(f"it is an encrypted PDF and {exc}; run: pip install cryptography", "encrypted") from exc
-    except (
-        Exception
-    ) as exc:  # pypdf meets malformed input with many exception types; one bad file must not stop a build
+    # pypdf meets malformed input with many exception types; one bad file must not stop a build.
+    except Exception as exc:
         raise UnreadableFile(
             f"it is a damaged PDF ({type(exc).__name__}: {exc}); open it in a PDF viewer, save or export it again "
             f"and add the new file",

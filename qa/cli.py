@@ -146,7 +146,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         flag = " (low confidence)" if h.low_confidence else ""
         print(f"\n#{h.rank}  score {h.score:.4f}  confidence {h.confidence:.2f}{flag}")
         for s in h.sources:
-            print(f"    来源：{s.title} · {s.file} · 第{s.paragraph}段 [{s.start}:{s.end}]")
+            page = f" · 第{s.page}页" if s.page else ""
+            print(f"    来源：{s.title} · {s.file} · 第{s.paragraph}段{page} [{s.start}:{s.end}]")
         print("    " + _mark(h.text, h.highlights, color))
     return 0
 

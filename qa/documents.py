@@ -1,17 +1,22 @@
-"""Stage 1: read a folder of documents (txt / md / html) into plain-text `Document`s.
+"""Stage 1: read a folder of documents (txt / md / html / pdf / docx) into plain-text `Document`s.
 
-Formats are decided by content as well as by extension: a `.txt` file that starts
-with YAML front matter is read as markdown, and HTML embedded anywhere is parsed
-with a real HTML parser (tags, attributes, scripts and styles never reach the text).
-Encodings: UTF-8 (with or without BOM), UTF-16 with BOM, GB18030/GBK.
+Formats are decided by content as well as by extension: a file that starts with
+`%PDF-` is a PDF and a zip holding `word/document.xml` is a Word document, whatever
+their names (the readers are in `qa.formats`, one module per format); a `.txt` file
+that starts with YAML front matter is read as markdown, and HTML embedded anywhere is
+parsed with a real HTML parser (tags, attributes, scripts and styles never reach the
+text). Encodings: UTF-8 (with or without BOM), UTF-16 with BOM, GB18030/GBK.
 Each non-empty line of `Document.text` is one paragraph.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import io
 import logging
 import re
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -25,19 +30,31 @@ from qa.progress import Progress, Stage, no_progress
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm"})
+# .doc is listed only to tell its owner to save it as .docx.
+SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".doc"})
 TITLE_MAX_CHARS = 40
 
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One source file as clean text. `path` is relative to the documents folder."""
+    """One source file as clean text. `path` is relative to the documents folder.
+
+    `pages` holds the offset in `text` where each page starts (page 1 first), for
+    formats that have pages (PDF); it is empty for the others.
+    """
 
     path: str
     title: str
     text: str
     sha256: str
     meta: Mapping[str, str] = field(default_factory=dict)
+    pages: tuple[int, ...] = ()
+
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based page that holds character `offset` of `text`, or None without pages."""
+        if not self.pages:
+            return None
+        return max(bisect.bisect_right(self.pages, offset), 1)
 
     @property
     def paragraphs(self) -> list[tuple[int, int]]:
@@ -45,10 +62,13 @@ class Document:
         return [(m.start(), m.end()) for m in re.finditer(r"[^\n]+", self.text)]
 
 
+Unreadable = Literal["binary", "encoding", "empty", "no_text_layer", "encrypted", "broken", "legacy_doc"]
+
+
 class UnreadableFile(Exception):
     """A file that cannot be read as a document; `reason` says why, for messages in other languages."""
 
-    def __init__(self, message: str, reason: Literal["binary", "encoding", "empty"]) -> None:
+    def __init__(self, message: str, reason: Unreadable) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -233,8 +253,60 @@ def clean_lines(text: str) -> str:
 # ---------------------------------------------------------------- reading
 
 
+Format = Literal["pdf", "docx", "doc", "encrypted_office", "text"]
+
+_OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of .doc files and of password-protected .docx
+
+
+def sniff(raw: bytes, path: str) -> Format:
+    """The format of a file's bytes, whatever its name; the suffix only decides for damaged files."""
+    suffix = Path(path).suffix.lower()
+    if raw[:1024].lstrip()[:5] == b"%PDF-":
+        return "pdf"
+    if raw.startswith(b"PK\x03\x04") and (suffix == ".docx" or _zip_has(raw, "word/document.xml")):
+        return "docx"
+    if raw.startswith(_OLE):
+        if "EncryptedPackage".encode("utf-16-le") in raw:
+            return "encrypted_office"
+        if "WordDocument".encode("utf-16-le") in raw or suffix == ".doc":
+            return "doc"
+    if suffix == ".doc" and raw[:1024].lstrip().startswith(b"{\\rtf"):
+        return "doc"  # Word's "save as .doc" in RTF
+    return "text"
+
+
+def _zip_has(raw: bytes, name: str) -> bool:
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            return name in z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def parse_document(raw: bytes, path: str) -> Document:
     """Turn one file's bytes into a `Document` (raises UnreadableFile)."""
+    kind = sniff(raw, path)
+    if kind == "pdf":
+        from qa.formats.pdf import read_pdf
+
+        return read_pdf(raw, path)
+    if kind == "docx":
+        from qa.formats.docx import read_docx
+
+        return read_docx(raw, path)
+    if kind == "doc":
+        raise UnreadableFile(
+            "it is a legacy Word .doc file; open it in Word or WPS, save it as .docx and add that file", "legacy_doc"
+        )
+    if kind == "encrypted_office":
+        raise UnreadableFile(
+            "it is a password-protected Word file; remove the password in Word or WPS, then add it again", "encrypted"
+        )
+    return parse_text(raw, path)
+
+
+def parse_text(raw: bytes, path: str) -> Document:
+    """A text file (plain, markdown or HTML, decided by content) as a `Document`."""
     text = decode(raw)
     suffix = Path(path).suffix.lower()
     meta, body = split_front_matter(text)
@@ -245,12 +317,17 @@ def parse_document(raw: bytes, path: str) -> Document:
     if not body:
         raise UnreadableFile("it has no text", "empty")
     first_line = body.split("\n", 1)[0]
-    title = meta.get("title") or html_title or _heading(text) or first_line
+    title = short_title(meta.get("title") or html_title or _heading(text) or first_line)
+    meta = {k: v for k, v in meta.items() if k in ("title", "date", "author", "source", "categories")}
+    return Document(path=path, title=title, text=body, sha256=hashlib.sha256(raw).hexdigest(), meta=meta)
+
+
+def short_title(title: str) -> str:
+    """A title on one line, at most TITLE_MAX_CHARS long (an ellipsis marks the cut)."""
     title = re.sub(r"\s+", " ", title).strip()
     if len(title) > TITLE_MAX_CHARS:
         title = title[:TITLE_MAX_CHARS].rstrip() + "…"
-    meta = {k: v for k, v in meta.items() if k in ("title", "date", "author", "source", "categories")}
-    return Document(path=path, title=title, text=body, sha256=hashlib.sha256(raw).hexdigest(), meta=meta)
+    return title
 
 
 def _heading(text: str) -> str:
@@ -259,10 +336,11 @@ def _heading(text: str) -> str:
 
 
 def iter_files(docs_dir: Path) -> Iterator[Path]:
-    """Document files below `docs_dir`, in a stable order; hidden files and folders skipped."""
+    """Document files below `docs_dir`, in a stable order; hidden files and folders skipped,
+    and so are the `~$name.docx` lock files Word leaves beside an open document."""
     for p in sorted(docs_dir.rglob("*")):
         rel = p.relative_to(docs_dir)
-        if any(part.startswith(".") for part in rel.parts):
+        if any(part.startswith(".") for part in rel.parts) or p.name.startswith("~$"):
             continue
         if p.is_file() and p.suffix.lower() in SUFFIXES:
             yield p
@@ -276,7 +354,7 @@ def read_documents(
     root = Path(docs_dir)
     if not root.is_dir():
         raise DocumentsError(
-            f"Documents folder {root} does not exist. Put .txt/.md/.html files there, "
+            f"Documents folder {root} does not exist. Put .txt/.md/.html/.pdf/.docx files there, "
             f"or point to another folder: qa index build --docs PATH"
         )
     docs = []
@@ -295,6 +373,6 @@ def read_documents(
     if not docs:
         raise DocumentsError(
             f"No readable documents in {root}. Add .txt, .md or .html files "
-            f"(UTF-8 or GBK), then run: qa index build --docs {root}"
+            f"(UTF-8 or GBK), .pdf files with a text layer or .docx files, then run: qa index build --docs {root}"
         )
     return docs

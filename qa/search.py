@@ -75,7 +75,7 @@ class Hit:
 
 
 def source_dict(s: Source) -> dict[str, Any]:
-    return {"file": s.file, "title": s.title, "paragraph": s.paragraph, "span": [s.start, s.end]}
+    return {"file": s.file, "title": s.title, "paragraph": s.paragraph, "span": [s.start, s.end], "page": s.page}
 
 
 @dataclass(frozen=True, slots=True)

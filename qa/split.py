@@ -32,8 +32,9 @@ _SOFT_BREAK = re.compile(r"[，,、：:]")
 @dataclass(frozen=True, slots=True)
 class Source:
     """Where a passage stands: file, document title, paragraph number (1-based),
-    character span [start, end) in `Document.text`, and its order among the
-    document's passages (0-based, for finding neighbours)."""
+    character span [start, end) in `Document.text`, its order among the
+    document's passages (0-based, for finding neighbours), and the page its start
+    is on (1-based; None for formats without pages)."""
 
     file: str
     title: str
@@ -41,6 +42,7 @@ class Source:
     start: int
     end: int
     order: int
+    page: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +133,7 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS) -> list[Pa
             heading = None
             text = doc.text[start : p_start + e]
             if normalize(text):
-                src = Source(doc.path, doc.title, first, start, p_start + e, len(passages))
+                src = Source(doc.path, doc.title, first, start, p_start + e, len(passages), doc.page_at(start))
                 passages.append(Passage(passage_id(text), text, (src,)))
         heading = None
     return passages

@@ -9,12 +9,12 @@ import pytest
 from qa.cli import main
 from qa.errors import QuerySetError
 from qa.evaluate import evaluate, load_queries, missing_answers, summarize
-from qa.search import Retriever
 from qa.index import build_index
+from qa.search import Retriever
 from tests.conftest import QUERIES
+from tests.fakes import HashEncoder
 
 DEV = QUERIES.parent / "dev.jsonl"
-from tests.fakes import HashEncoder
 
 
 def _write(tmp_path: Path, lines: list[str]) -> Path:

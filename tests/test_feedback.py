@@ -13,7 +13,14 @@ from qa.feedback import FeedbackLog, export_queries, read_votes
 
 def _log(tmp_path: Path) -> Path:
     log = FeedbackLog(tmp_path / "feedback" / "feedback.jsonl")
-    log.append({"vote": "up", "query": "上海全市核酸筛查采样了多少人", "hits": ["p1", "p2"], "evidence": "全市共采样2566.5万人"})
+    log.append(
+        {
+            "vote": "up",
+            "query": "上海全市核酸筛查采样了多少人",
+            "hits": ["p1", "p2"],
+            "evidence": "全市共采样2566.5万人",
+        }
+    )
     log.append({"vote": "down", "query": "红烧肉怎么做", "hits": ["p9"], "evidence": "无关"})
     log.append({"vote": "up", "query": "红烧肉怎么做", "hits": ["p9"]})
     log.append({"vote": "down", "query": "红烧肉怎么做", "hits": ["p9"]})  # the last vote counts

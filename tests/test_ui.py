@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+from qa import Stage
 from qa.errors import UploadError
 from qa.search import Hit, SearchResult
 from qa.split import Passage, Source
 from tests.conftest import SEEDS, LiveApp, launched_app
 from ui import render
-from qa import Stage
 from ui.app import EXAMPLES, FeedbackLog, safe_filename, stage_progress
 
 UPLOAD_LIMIT = 64 * 1024
@@ -91,6 +91,8 @@ def test_question_is_escaped():
         (".hidden.md", "hidden.md"),
         ("报告 <2022>.HTML", "报告_2022.html"),
         ("a..b.md", "a.b.md"),
+        ("扫描件 (1).PDF", "扫描件_1.pdf"),
+        ("通知.docx", "通知.docx"),
     ],
 )
 def test_safe_filename(name, safe):
@@ -108,7 +110,16 @@ def test_build_events_become_chinese_labels_on_a_monotonic_bar():
     assert stage_progress(Stage.READ, 0, 5)[0] == "读取文档"
     events = [(stage, done, 4) for stage in Stage for done in range(5)]
     shares = [stage_progress(*e)[1] for e in events]
-    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(shares)) and 0 < shares[0] and shares[-1] == 1.0
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(shares)) and shares[0] > 0 and shares[-1] == 1.0
+
+
+def test_every_unreadable_reason_has_a_chinese_message():
+    from typing import get_args
+
+    from qa.documents import Unreadable
+    from ui.app import _UNREADABLE
+
+    assert set(_UNREADABLE) == set(get_args(Unreadable))
 
 
 def test_feedback_log_appends_one_line_per_vote(tmp_path):

@@ -132,6 +132,10 @@ _UNREADABLE = {
     "binary": "看起来是二进制文件，不是文本",
     "encoding": "编码无法识别（只支持 UTF-8、UTF-16、GB18030/GBK）",
     "empty": "没有可读的文字",
+    "no_text_layer": "这个 PDF 没有文字层（可能是扫描件），需要先做 OCR 文字识别再上传",
+    "encrypted": "文件有密码保护，请去掉密码后再上传",
+    "broken": "文件已损坏，无法打开；请重新保存或导出后再上传",
+    "legacy_doc": "这是旧版 Word .doc 文件，请用 Word 或 WPS 另存为 .docx 后再上传",
 }
 
 
@@ -513,7 +517,7 @@ def create_app(
                 files = gr.File(
                     file_count="multiple",
                     type="filepath",
-                    label=f"上传文档（.txt / .md / .html，每个不超过 {limit_mb} MB）",
+                    label=f"上传文档（.txt / .md / .html / .pdf / .docx，每个不超过 {limit_mb} MB）",
                 )
                 upload_btn = gr.Button("上传并更新索引", variant="primary")
                 with gr.Row():

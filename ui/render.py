@@ -109,9 +109,12 @@ def passage_html(text: str, highlights: Sequence[Sequence[int]] = (), evidence: 
 
 
 def citation_text(source: Source) -> str:
-    """The plain-text citation of one source, e.g. 来源：标题 · a.txt · 第3段."""
-    page = getattr(source, "page", None)
-    return f"来源：{source.title} · {source.file}" + (f" · 第{page}页" if page else "") + f" · 第{source.paragraph}段"
+    """The plain-text citation of one source, e.g. 来源：标题 · a.txt · 第3段 (· 第2页 in a PDF)."""
+    return f"来源：{source.title} · {source.file} · 第{source.paragraph}段{page_text(source)}"
+
+
+def page_text(source: Source) -> str:
+    return f" · 第{source.page}页" if source.page else ""
 
 
 def source_link(source: Source, evidence: Sequence[int] | None) -> str:
@@ -147,7 +150,7 @@ def _context_html(hit: Hit, neighbours: Neighbours) -> str:
             continue
         seen.add(key)
         if len(hit.sources) > 1:
-            parts.append(f'<p class="qa-cite">{esc(src.file)} · 第{src.paragraph}段</p>')
+            parts.append(f'<p class="qa-cite">{esc(src.file)} · 第{src.paragraph}段{page_text(src)}</p>')
         if before is not None:
             parts.append(f"<p>上文：{esc(before.text)}</p>")
         parts.append(f'<p class="qa-self">本段：{esc(hit.text)}</p>')

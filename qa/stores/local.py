@@ -41,18 +41,20 @@ FIX = "Rebuild the index: qa index build --force"
 
 def passage_to_json(p: Passage) -> str:
     sources = [
-        {"file": s.file, "title": s.title, "paragraph": s.paragraph, "span": [s.start, s.end], "order": s.order}
+        {"file": s.file, "title": s.title, "paragraph": s.paragraph, "span": [s.start, s.end], "order": s.order,
+         "page": s.page}
         for s in p.sources
-    ]
+    ]  # fmt: skip
     return json.dumps({"id": p.id, "text": p.text, "sources": sources}, ensure_ascii=False)
 
 
 def passage_from_json(line: str) -> Passage:
     d = json.loads(line)
     sources = tuple(
-        Source(s["file"], s["title"], int(s["paragraph"]), int(s["span"][0]), int(s["span"][1]), int(s["order"]))
+        Source(s["file"], s["title"], int(s["paragraph"]), int(s["span"][0]), int(s["span"][1]), int(s["order"]),
+               int(s["page"]) if s.get("page") is not None else None)
         for s in d["sources"]
-    )
+    )  # fmt: skip
     return Passage(str(d["id"]), str(d["text"]), sources)
 
 

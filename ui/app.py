@@ -579,6 +579,8 @@ def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str
     last: list[Stage] = []
 
     def progress(stage: Stage, done: int, total: int) -> None:
+        if not last:
+            say(f"Updating the index in {index_dir}")
         if not last or last[-1] != stage:
             last.append(stage)
             say(f"  {stage.value}" + (f" ({total})" if total > 1 else ""))
@@ -586,7 +588,7 @@ def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str
     opened = open_or_build(docs_dir, index_dir, model=model, on_progress=progress)
     if opened.report is not None:
         r = opened.report
-        say(f"Index updated ({'; '.join(opened.reasons[:5])}): {r.documents} documents, {r.passages} passages "
+        say(f"Index ready ({'; '.join(opened.reasons[:5])}): {r.documents} documents, {r.passages} passages "
             f"({r.embedded} text units embedded, {r.reused} reused), {r.seconds:.1f} s.")  # fmt: skip
     say(f"Loading the model for {index_dir}")
     retriever = Retriever(opened.index, SentenceTransformerEncoder(model) if model else None)

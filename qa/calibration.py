@@ -13,7 +13,7 @@ threshold.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -23,15 +23,27 @@ from qa.manifest import Calibration, Manifest, ModelInfo
 DENSE_FEATURES = ("dense", "gap", "coverage", "latin", "dense_latin")
 LEXICAL_FEATURES = ("coverage", "latin")
 
-# Fitted with `qa eval tests/data/queries.jsonl --calibrate` on the seed index.
+# Fitted with `qa eval tests/data/dev.jsonl --calibrate` on the seed index (dev split only;
+# the test split is never fitted on). The policy: refuse at most 3% of answerable questions
+# and say "answered" only where at most 10% of unanswerable ones reach, both judged on
+# 5-fold out-of-fold confidences (cross-validated: 2.4% and 46.8% refused, AUROC 0.90).
 DEFAULTS: dict[str, Calibration] = {
     "intfloat/multilingual-e5-small": Calibration(
         features=DENSE_FEATURES,
-        weights=(15.6044, 28.756, 4.387, 1.4634, 1.905),
-        bias=-16.5065,
-        threshold=0.3131,
+        weights=(14.5742, 27.7301, 3.5965, 1.4589, 2.0557),
+        bias=-15.2544,
+        threshold=0.2842,
+        confident=0.6259,
         fitted=True,
-        fitted_on="tests/data/queries.jsonl (shipped default)",
+        fitted_on="tests/data/dev.jsonl (shipped default)",
+        details={
+            "folds": 5,
+            "max_false_refusals": 0.03,
+            "max_false_answers": 0.1,
+            "cv_refused_answerable": 0.0238,
+            "cv_refused_unanswerable": 0.4681,
+            "cv_auroc": 0.9012,
+        },  # fmt: skip
     ),
 }
 LEXICAL_DEFAULT = Calibration(features=LEXICAL_FEATURES, weights=(8.0, -2.0), bias=-4.0, threshold=0.5)
@@ -80,31 +92,3 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1.0) -> tuple[np.n
     model.fit((x - mu) / sd, y.astype(int))
     w_std, b_std = model.coef_[0], float(model.intercept_[0])
     return w_std / sd, b_std - float((w_std * mu / sd).sum())
-
-
-def best_threshold(scores: Sequence[float], answerable: Sequence[bool], precision: float | None = None) -> float:
-    """The threshold with the best F1 of the decision "unanswerable" (refuse when below);
-    with `precision`, the lowest threshold whose answered-precision reaches it."""
-    s = np.asarray(scores, dtype=float)
-    y = np.asarray(answerable, dtype=bool)
-    candidates = np.unique(np.concatenate([s, [0.5]]))
-    best, best_value = 0.5, -1.0
-    for t in candidates:
-        answered = s >= t
-        if precision is not None:
-            tp = int((answered & y).sum())
-            prec = tp / max(int(answered.sum()), 1)
-            value = -t if prec >= precision else -2.0
-        else:
-            refused = ~answered
-            tp = int((refused & ~y).sum())
-            p = tp / max(int(refused.sum()), 1)
-            r = tp / max(int((~y).sum()), 1)
-            f1 = 2 * p * r / (p + r) if p + r else 0.0
-            # ties: prefer answering more (a lower threshold)
-            value = f1 - 1e-6 * t
-        if value > best_value:
-            best, best_value = float(t), value
-    # Midpoint to the next lower score, so a small drift does not flip the decision.
-    lower = s[s < best]
-    return float((best + lower.max()) / 2) if lower.size else best

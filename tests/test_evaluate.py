@@ -63,18 +63,16 @@ def test_the_shipped_query_set_is_broad_and_every_answer_is_in_the_corpus(hash_i
 
 
 def test_metrics_on_a_hand_made_example():
+    def row(answerable: bool, first: int | None, ranks: list[int], total: int, verdict: str, conf: float) -> dict:
+        return {"answerable": answerable, "first_relevant_rank": first, "relevant_ranks": ranks, "relevant_total": total,
+                "answered": verdict != "not_found", "verdict": verdict, "confidence": conf}  # fmt: skip
+
     rows = [
-        {"answerable": True, "first_relevant_rank": 1, "relevant_ranks": [1, 3], "relevant_total": 2, "answered": True},
-        {"answerable": True, "first_relevant_rank": 4, "relevant_ranks": [4], "relevant_total": 1, "answered": False},
-        {"answerable": True, "first_relevant_rank": None, "relevant_ranks": [], "relevant_total": 1, "answered": True},
-        {
-            "answerable": False,
-            "first_relevant_rank": None,
-            "relevant_ranks": [],
-            "relevant_total": 0,
-            "answered": False,
-        },
-        {"answerable": False, "first_relevant_rank": None, "relevant_ranks": [], "relevant_total": 0, "answered": True},
+        row(True, 1, [1, 3], 2, "answered", 0.9),
+        row(True, 4, [4], 1, "not_found", 0.2),
+        row(True, None, [], 1, "uncertain", 0.5),
+        row(False, None, [], 0, "not_found", 0.1),
+        row(False, None, [], 0, "answered", 0.7),
     ]
     m = summarize(rows, k=10)
     assert m["hit@1"] == pytest.approx(1 / 3, abs=1e-3)
@@ -83,6 +81,9 @@ def test_metrics_on_a_hand_made_example():
     assert m["recall@10"] == pytest.approx((1 + 1 + 0) / 3, abs=1e-3)
     assert m["abstain_precision"] == 0.5 and m["abstain_recall"] == 0.5
     assert m["refused_answerable"] == pytest.approx(1 / 3, abs=1e-3)
+    assert m["uncertain_answerable"] == pytest.approx(1 / 3, abs=1e-3)
+    assert m["refused_unanswerable"] == 0.5 and m["answered_unanswerable"] == 0.5
+    assert m["auroc"] == pytest.approx(4 / 6, abs=1e-3)  # answerable 0.9, 0.2, 0.5 vs unanswerable 0.1, 0.7
 
 
 def test_evaluate_uses_the_same_search(hash_index: Path):

@@ -17,13 +17,15 @@ from qa.search import Retriever
 from tests.conftest import QUERIES
 from tests.fakes import HashEncoder
 
+TEST = QUERIES.parent / "test.jsonl"  # reported only: nothing is fitted or tuned on it
+
 pytestmark = pytest.mark.model
 BASELINE = json.loads((Path(__file__).parent / "data" / "baseline.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
 def results(seed_retriever: Retriever) -> dict[str, EvalResult]:
-    queries = load_queries(QUERIES)
+    queries = load_queries(TEST)
     return {mode: evaluate(seed_retriever, queries, k=10, mode=mode) for mode in ("hybrid", "dense", "lexical")}
 
 
@@ -78,10 +80,27 @@ def test_quality_gate_against_the_committed_baseline(results: dict[str, EvalResu
     assert not low, f"retrieval quality fell below tests/data/baseline.json (got, baseline): {low}"
 
 
-def test_no_answer_decision_on_the_shipped_set(results: dict[str, EvalResult]):
+def test_no_answer_decision_on_the_test_split(results: dict[str, EvalResult]):
+    """The shipped policy, fitted on dev only, holds on the test split (see README for the figures)."""
     m = results["hybrid"].metrics
-    assert m["abstain_recall"] >= 0.75
-    assert m["refused_answerable"] <= 0.06
+    assert m["refused_answerable"] <= BASELINE["no_answer"]["refused_answerable_max"]
+    assert m["refused_unanswerable"] >= BASELINE["no_answer"]["refused_unanswerable_min"]
+    assert m["auroc"] >= BASELINE["no_answer"]["auroc_min"]
+
+
+def test_a_one_document_corpus_answers_its_question(tmp_path: Path, real_encoder):
+    """No confidence feature may depend on how many other passages exist."""
+    from qa.index import build_index
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "note.txt").write_text("新冠病毒疫苗接种后需要留观三十分钟。", encoding="utf-8")
+    build_index(docs, tmp_path / "index", encoder=real_encoder)
+    retriever = Retriever.load(tmp_path / "index", encoder=real_encoder)
+    result = retriever.search("接种后要观察多久")
+    assert result.hits[0].text.startswith("新冠病毒疫苗接种后需要留观三十分钟")
+    assert result.answered and result.verdict in ("answered", "uncertain"), result.confidence
+    assert retriever.search("红烧肉的家常做法步骤").verdict == "not_found"
 
 
 def test_english_questions_come_back(results: dict[str, EvalResult]):

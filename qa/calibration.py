@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Calibration] = {
             "cv_refused_answerable": 0.0238,
             "cv_refused_unanswerable": 0.4681,
             "cv_auroc": 0.9012,
-        },  # fmt: skip
+        },
     ),
 }
 LEXICAL_DEFAULT = Calibration(features=LEXICAL_FEATURES, weights=(8.0, -2.0), bias=-4.0, threshold=0.5)

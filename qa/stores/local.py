@@ -4,7 +4,7 @@
     units.npy             passage id of each unit vector (fixed-width unicode, no pickle)
     spans.npy             int32 (start, end) of each unit in its passage's text
     vectors.npy           float32 unit vectors, L2-normalized; memory-mapped on load
-    dense.faiss           FAISS index over vectors.npy (exact below ANN_MIN_VECTORS)
+    dense.faiss           FAISS index over vectors.npy (exact below ANN_MIN_VECTORS, then HNSW, then IVF)
     bm25/                 bm25s arrays (.npy, allow_pickle=False) and their passage ids
 
 Each store changes in memory (`upsert`, `delete`) and writes its files with `save(folder)`;
@@ -25,14 +25,25 @@ from qa.lexical import LexicalIndex, tokenize
 from qa.split import Passage, Source
 from qa.stores import ScoredUnit, Unit
 
-# Which FAISS index, by the number of unit vectors (about 4 a passage): exact search below
-# ANN_MIN_VECTORS, IVF with 8-bit codes from there (bench/scale.py measures them).
-ANN_MIN_VECTORS = 200_000
-IVF_LISTS_PER_SQRT = 4  # nlist = 4 * sqrt(vectors), rounded to a power of two
-IVF_NPROBE = 32
-IVF_TRAIN_PER_LIST = 64  # k-means sample: 64 vectors a list
+# Which FAISS index, by the number of unit vectors (about 4 a passage), chosen on
+# bench/scale.py's measurements (bench/RESULTS.md: recombined seed text, 200 real questions,
+# recall@10 of passages against exact search; times on a busy 2-core machine, one thread):
+# - exact search below ANN_MIN_VECTORS: 20 ms at 40k vectors, growing linearly with them;
+# - HNSW (M 32) up to IVF_MIN_VECTORS: at 400k vectors efSearch 256 reaches recall 0.944 in
+#   14 ms (128: 0.89 in 1.9 ms), where IVF (2529 lists, flat codes) needs nprobe 128 for 0.92 in
+#   36 ms. e5's vectors crowd together (unrelated sentences have cosines around 0.9), so
+#   efSearch sits far above the usual 64. Its cost is memory, a copy of the vectors plus the
+#   graph (1.8 kB a vector), and build time (400k vectors: 15 min on that machine);
+# - IVF with 8-bit codes (384 B a vector, nlist 2*sqrt(vectors)) from IVF_MIN_VECTORS on,
+#   where HNSW's copy would pass 3.5 GB and its build hours.
+# Every candidate's units are then scored exactly from vectors.npy (`unit_scores`).
+ANN_MIN_VECTORS = 100_000
+IVF_MIN_VECTORS = 2_000_000
 HNSW_M = 32
-HNSW_EF_SEARCH = 128
+HNSW_EF_SEARCH = 256
+IVF_LISTS_PER_SQRT = 2  # nlist = 2 * sqrt(vectors), rounded to a power of two
+IVF_NPROBE = 64
+IVF_TRAIN_PER_LIST = 32  # k-means sample: 32 vectors a list
 KINDS = ("faiss-flat-ip", "faiss-ivf-sq8-ip", "faiss-hnsw-ip")
 ID_DTYPE = "<U16"  # passage ids are 16 hex digits (qa.split.passage_id)
 FIX = "Rebuild the index: qa index build --force"
@@ -122,9 +133,9 @@ class PassageTable:
 
 class FaissVectorStore:
     """Unit vectors in a numpy array (memory-mapped when loaded) and a FAISS index over them:
-    exact inner product for small collections, an approximate index from `ANN_MIN_VECTORS` on
-    (`kind` forces one of `KINDS`). Approximate scores only choose the candidates: every
-    candidate's units are scored exactly (`unit_scores`) from the vectors."""
+    exact inner product for small collections, HNSW from `ANN_MIN_VECTORS` on, IVF with 8-bit
+    codes from `IVF_MIN_VECTORS` on (`kind` forces one of `KINDS`). Approximate scores only
+    choose the candidates: every candidate's units are scored exactly (`unit_scores`)."""
 
     def __init__(self, dimension: int, passages: np.ndarray, spans: np.ndarray, vectors: np.ndarray,
                  index: faiss.Index | None = None, *, kind: str | None = None) -> None:  # fmt: skip
@@ -148,7 +159,10 @@ class FaissVectorStore:
             return self._kind
         if self._index is not None:
             return _kind_of(self._index)
-        return "faiss-ivf-sq8-ip" if len(self) >= ANN_MIN_VECTORS else "faiss-flat-ip"
+        n = len(self)
+        if n >= IVF_MIN_VECTORS:
+            return "faiss-ivf-sq8-ip"
+        return "faiss-hnsw-ip" if n >= ANN_MIN_VECTORS else "faiss-flat-ip"
 
     @property
     def dimension(self) -> int:

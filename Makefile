@@ -48,8 +48,17 @@ format: install
 	$(BIN)/ruff check --fix qa ui tests bench
 	$(BIN)/ruff format qa ui tests bench
 
-bench: install
-	$(TEST_ENV) $(BIN)/python bench/bench_retrieval.py
+# Appends the date, the machine, the command and the figures to bench/RESULTS.md (builds the
+# seed index first if needed). The scale run covers 10k and 100k passages; the 1M run takes
+# tens of minutes and ~15 GB of disk: make bench SCALE=10000,100000,1000000
+SCALE ?= 10000,100000
+bench: install $(VENV)/.bench-installed
+	$(TEST_ENV) $(BIN)/python bench/run.py --docs $(DOCS) --index $(INDEX) --sizes $(SCALE)
+
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	@# torch pinned again: the extra must not let pip swap the CPU build for another one
+	$(BIN)/pip install --quiet -e '.[bench]' torch==2.13.0
+	touch $@
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -30,19 +30,20 @@ from qa.stores import ScoredUnit, Unit
 # recall@10 of passages against exact search; times on a busy 2-core machine, one thread):
 # - exact search below ANN_MIN_VECTORS: 20 ms at 40k vectors, growing linearly with them;
 # - HNSW (M 32) up to IVF_MIN_VECTORS: at 400k vectors efSearch 256 reaches recall 0.944 in
-#   14 ms (128: 0.89 in 1.9 ms), where IVF (2529 lists, flat codes) needs nprobe 128 for 0.92 in
-#   36 ms. e5's vectors crowd together (unrelated sentences have cosines around 0.9), so
-#   efSearch sits far above the usual 64. Its cost is memory, a copy of the vectors plus the
-#   graph (1.8 kB a vector), and build time (400k vectors: 15 min on that machine);
-# - IVF with 8-bit codes (384 B a vector, nlist 2*sqrt(vectors)) from IVF_MIN_VECTORS on,
-#   where HNSW's copy would pass 3.5 GB and its build hours.
+#   14 ms (128: 0.89 in 1.9 ms); IVF with 8-bit codes (2529 lists) 0.926 at nprobe 128 in 15 ms
+#   (64: 0.878 in 3.4 ms). e5's vectors crowd together (unrelated sentences have cosines
+#   around 0.9), so both need far more probes than usual. HNSW is a little better at equal
+#   time; it costs memory, a copy of the vectors plus the graph (1.8 kB a vector against
+#   384 B), and build time (400k vectors: 15 min on that machine against 5);
+# - IVF with 8-bit codes (nlist 2*sqrt(vectors)) from IVF_MIN_VECTORS on, where HNSW's copy
+#   would pass 3.5 GB and its build take hours.
 # Every candidate's units are then scored exactly from vectors.npy (`unit_scores`).
 ANN_MIN_VECTORS = 100_000
 IVF_MIN_VECTORS = 2_000_000
 HNSW_M = 32
 HNSW_EF_SEARCH = 256
 IVF_LISTS_PER_SQRT = 2  # nlist = 2 * sqrt(vectors), rounded to a power of two
-IVF_NPROBE = 64
+IVF_NPROBE = 128
 IVF_TRAIN_PER_LIST = 32  # k-means sample: 32 vectors a list
 KINDS = ("faiss-flat-ip", "faiss-ivf-sq8-ip", "faiss-hnsw-ip")
 ID_DTYPE = "<U16"  # passage ids are 16 hex digits (qa.split.passage_id)

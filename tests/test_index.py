@@ -293,6 +293,6 @@ def test_an_ivf_vector_store_round_trips_and_finds_the_nearest(tmp_path: Path):
     store.save(tmp_path)
     again = FaissVectorStore.load(tmp_path, dimension=32, count=len(vectors))
     assert again.kind == "faiss-ivf-sq8-ip" and again.index.nprobe == IVF_NPROBE
-    q = vectors[42]
-    assert again.search(q, 1)[0][0] == flat.search(q, 1)[0][0] == f"{42 // 3:016x}"
-    assert again.unit_scores(q, [f"{42 // 3:016x}"])[f"{42 // 3:016x}"][0].score == pytest.approx(float(vectors[42] @ q))
+    q, pid = vectors[42], f"{42 // 3:016x}"
+    assert again.search(q, 1)[0][0] == flat.search(q, 1)[0][0] == pid
+    assert again.unit_scores(q, [pid])[pid][0].score == pytest.approx(float(vectors[42] @ q))

@@ -650,6 +650,7 @@ class Opened:
     index: Index
     report: BuildReport | None = None
     reasons: tuple[str, ...] = ()
+    encoder: Encoder | None = None  # the encoder the build loaded, to search with (no second load)
 
 
 def open_or_build(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = DEFAULT_INDEX, *,
@@ -671,8 +672,9 @@ def open_or_build(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = D
     dense = manifest is None or manifest.dense
     name = model or (manifest.model.name if manifest and manifest.model else None)
     splitter = manifest.splitter if manifest else Splitter(DEFAULT_MAX_CHARS, DEFAULT_NEAR_DUP)
+    encoder = encoder or (SentenceTransformerEncoder(name) if dense else None)
     report = build_index(
-        docs_dir, index_dir, encoder=encoder or (SentenceTransformerEncoder(name) if dense else None), dense=dense,
-        max_chars=splitter.max_chars, near_dup=splitter.near_dup, on_progress=on_progress,
+        docs_dir, index_dir, encoder=encoder, dense=dense, max_chars=splitter.max_chars, near_dup=splitter.near_dup,
+        on_progress=on_progress,
     )  # fmt: skip
-    return Opened(Index.open(index_dir), report, tuple(reasons))
+    return Opened(Index.open(index_dir), report, tuple(reasons), encoder)

@@ -591,7 +591,7 @@ def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str
         say(f"Index ready ({'; '.join(opened.reasons[:5])}): {r.documents} documents, {r.passages} passages "
             f"({r.embedded} text units embedded, {r.reused} reused), {r.seconds:.1f} s.")  # fmt: skip
     say(f"Loading the model for {index_dir}")
-    retriever = Retriever(opened.index, SentenceTransformerEncoder(model) if model else None)
+    retriever = Retriever(opened.index, opened.encoder or (SentenceTransformerEncoder(model) if model else None))
     retriever.warm_up()
     return retriever
 

@@ -83,4 +83,6 @@ def test_serve_hands_over_to_the_ui_module(monkeypatch):
     calls = []
     monkeypatch.setattr(os, "execv", lambda exe, argv: calls.append(argv))
     main(["serve", "--index", "x", "--docs", "d", "--port", "7999"])
-    assert calls == [[sys.executable, "-m", "ui", "--docs", "d", "--index", "x", "--host", "127.0.0.1", "--port", "7999"]]
+    assert calls == [
+        [sys.executable, "-m", "ui", "--docs", "d", "--index", "x", "--host", "127.0.0.1", "--port", "7999"]
+    ]

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm"})
 TITLE_MAX_CHARS = 40
+META_MAX_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,13 @@ def decode(raw: bytes) -> str:
     if raw.startswith(b"\xef\xbb\xbf"):
         return raw[3:].decode("utf-8", errors="replace")
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return raw.decode("utf-16")
+        try:
+            text = raw.decode("utf-16")
+        except UnicodeDecodeError as exc:  # odd length, lone surrogate
+            raise UnreadableFile("it starts like UTF-16 text but is not valid UTF-16", "encoding") from exc
+        if _control_ratio(text) > 0.01:
+            raise UnreadableFile("it looks binary (too many control characters)", "binary")
+        return text
     if b"\x00" in raw[:8192]:
         raise UnreadableFile("it looks binary (it contains NUL bytes)", "binary")
     try:
@@ -192,6 +199,9 @@ def looks_like_html(text: str) -> bool:
 
 # ---------------------------------------------------------------- markdown
 
+# libyaml's parser when PyYAML has it: safe like yaml.safe_load, and it refuses deep nesting at
+# once where the pure-Python parser spends seconds reaching a RecursionError.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 
 
@@ -201,19 +211,30 @@ def split_front_matter(text: str) -> tuple[dict[str, str], str]:
     if not m:
         return {}, text
     try:
-        data = yaml.safe_load(m.group(1))
-    except yaml.YAMLError:
+        data = yaml.load(m.group(1), Loader=_YAML_LOADER)
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: a date like 2022-13-45
         return {}, text
     if not isinstance(data, dict):
         return {}, text
-    meta = {str(k): _flat(v) for k, v in data.items() if v is not None}
+    meta = {str(k): v for k, v in ((k, _flat(v)) for k, v in data.items()) if v is not None}
     return meta, text[m.end() :]
 
 
-def _flat(value: object) -> str:
+def _flat(value: object) -> str | None:
+    """A scalar, or a list of scalars joined, at most META_MAX_CHARS long; nothing for nested
+    values. (YAML aliases let a few hundred bytes stand for billions of items.)"""
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return str(value)
+        parts, size = [], 0
+        for v in value:
+            if size > META_MAX_CHARS:
+                break
+            if not isinstance(v, list | dict):
+                parts.append(str(v)[:META_MAX_CHARS])
+                size += len(parts[-1]) + 2
+        return ", ".join(parts)[:META_MAX_CHARS]
+    if value is None or isinstance(value, dict):
+        return None
+    return str(value)[:META_MAX_CHARS]
 
 
 _MD_LINE = re.compile(r"^\s*(?:>\s*)+|^\s{0,3}#{1,6}\s+|^\s*[-*+]\s+(?=\S)")

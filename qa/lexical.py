@@ -244,9 +244,18 @@ def warm_up() -> None:
 _t2s = opencc.OpenCC("t2s")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_surrogates(text: str) -> str:
+    """`text` with each lone surrogate (an undecodable byte of a command line argument) replaced
+    by U+FFFD, so that it can be encoded as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def fold(text: str) -> str:
     """The form keywords are compared in: NFKC, lower case, traditional characters as simplified."""
-    return str(_t2s.convert(unicodedata.normalize("NFKC", text).lower()))
+    return str(_t2s.convert(replace_surrogates(unicodedata.normalize("NFKC", text).lower())))
 
 
 def tokenize(text: str, *, keep_stopwords: bool = False) -> list[str]:

@@ -8,7 +8,9 @@ character shingles >= `near_dup`), are collapsed into one that cites every sourc
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import re
 import unicodedata
 from collections import Counter
@@ -208,7 +210,7 @@ def collapse_duplicates(passages: list[Passage], near_dup: float = DEFAULT_NEAR_
     # Each passage joins the group of the first (in by_size order) earlier passage it nearly equals.
     for j, earlier in _candidates(sets, by_size, near_dup):
         for i in earlier:
-            if len(sets[i]) >= near_dup * len(sets[j]) and jaccard(sets[i], sets[j]) >= near_dup:
+            if jaccard(sets[i], sets[j]) >= near_dup:
                 parent[j] = _root(parent, i)
                 break
     merged: dict[int, Passage] = {}
@@ -222,22 +224,35 @@ def collapse_duplicates(passages: list[Passage], near_dup: float = DEFAULT_NEAR_
 
 def _candidates(sets: list[frozenset[str]], by_size: list[int], near_dup: float) -> Iterator[tuple[int, list[int]]]:
     """For each non-empty set j (in `by_size` order), the earlier non-empty sets, in that order,
-    that may reach Jaccard >= near_dup with it (prefix filtering, as in Bayardo et al.'s
-    All-Pairs): with the shingles of every set in one global order (rarest first), two sets
-    with Jaccard >= t share a shingle among the first |s| - ceil(t * |s|) + 1 of each."""
+    that may reach Jaccard >= near_dup with it.
+
+    Three filters, each necessary for Jaccard >= t (Xiao et al.'s PPJoin): sizes within the
+    ratio t; with the shingles of every set in one global order (rarest first), a shared
+    shingle among the first |s| - ceil(t * |s|) + 1 of each (prefix); and enough shingles
+    after the first shared one to reach the overlap t / (1 + t) * (|x| + |y|) (position)."""
     freq = Counter(g for s in sets for g in s)
     rank = {g: r for r, g in enumerate(sorted(freq, key=lambda g: (freq[g], g)))}
-    seen: dict[str, list[int]] = {}  # shingle -> positions (in by_size) of the sets whose prefix holds it
+    sizes = [len(sets[i]) for i in by_size]
+    # shingle -> (position in by_size, index of the shingle in that set's order), positions ascending
+    seen: dict[str, list[tuple[int, int]]] = {}
     for pos, j in enumerate(by_size):
         if not sets[j]:
             continue
+        size = sizes[pos]
         ordered = sorted(sets[j], key=rank.__getitem__)
         # int() rounds down: a prefix one shingle longer than needed only adds candidates
-        prefix = ordered[: len(ordered) - int(near_dup * len(ordered)) + 1]
-        earlier = sorted({q for g in prefix for q in seen.get(g, ())})
-        yield j, [by_size[q] for q in earlier]
-        for g in prefix:
-            seen.setdefault(g, []).append(pos)
+        prefix = ordered[: size - int(near_dup * size) + 1]
+        lo = (bisect.bisect_left(sizes, near_dup * size), -1)  # smaller sets cannot reach near_dup
+        first: dict[int, bool] = {}  # candidate -> may it reach the overlap, from its first shared shingle
+        for at, g in enumerate(prefix):
+            postings = seen.get(g, [])
+            for q, q_at in itertools.islice(postings, bisect.bisect_left(postings, lo), None):
+                if q not in first:
+                    most = 1 + min(size - at - 1, sizes[q] - q_at - 1)
+                    first[q] = most >= near_dup / (1 + near_dup) * (size + sizes[q]) - 1e-9
+        yield j, [by_size[q] for q in sorted(q for q, ok in first.items() if ok)]
+        for at, g in enumerate(prefix):
+            seen.setdefault(g, []).append((pos, at))
 
 
 def _root(parent: list[int], i: int) -> int:

@@ -286,13 +286,19 @@ def _heading(text: str) -> str:
     return m.group(1).strip() if m else ""
 
 
-def iter_files(docs_dir: Path) -> Iterator[Path]:
-    """Document files below `docs_dir`, in a stable order; hidden files and folders skipped."""
+def iter_files(docs_dir: Path, *, skipped: list[str] | None = None) -> Iterator[Path]:
+    """Document files below `docs_dir`, in a stable order; hidden files and folders skipped, and
+    symbolic links that lead outside `docs_dir` too (noted in `skipped`, when given)."""
+    root = docs_dir.resolve()
     for p in sorted(docs_dir.rglob("*")):
         rel = p.relative_to(docs_dir)
         if any(part.startswith(".") for part in rel.parts):
             continue
         if p.is_file() and p.suffix.lower() in SUFFIXES:
+            if not p.resolve().is_relative_to(root):
+                if skipped is not None:
+                    skipped.append(f"Skipped {p}: it is a link to {p.resolve()}, outside {docs_dir}")
+                continue
             yield p
 
 
@@ -306,7 +312,8 @@ def read_documents(docs_dir: str | Path, *, skipped: list[str] | None = None) ->
             f"or point to another folder: qa index build --docs PATH"
         )
     docs = []
-    for p in iter_files(root):
+    links: list[str] = []
+    for p in iter_files(root, skipped=links):
         rel = p.relative_to(root).as_posix()
         try:
             docs.append(parse_document(p.read_bytes(), rel))
@@ -314,6 +321,10 @@ def read_documents(docs_dir: str | Path, *, skipped: list[str] | None = None) ->
             log.warning("Skipped %s: %s", p, exc)
             if skipped is not None:
                 skipped.append(f"Skipped {p}: {exc}")
+    for msg in links:
+        log.warning("%s", msg)
+    if skipped is not None:
+        skipped.extend(links)
     if not docs:
         raise DocumentsError(
             f"No readable documents in {root}. Add .txt, .md or .html files "

@@ -20,7 +20,7 @@ from qa import calibration
 from qa.embed import Encoder, SentenceTransformerEncoder, fingerprint, probe_vector
 from qa.errors import IndexMismatchError, QueryError
 from qa.index import DEFAULT_INDEX, LoadedIndex, load_index, stale_documents
-from qa.lexical import fold, latin_terms, tokenize
+from qa.lexical import fold, latin_terms, replace_surrogates, tokenize
 from qa.split import Passage, Source
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class Retriever:
                 f"Use --mode lexical, or rebuild with a model: qa index build --index {self.index.folder}"
             )
         warnings: list[str] = []
-        query = query.strip()
+        query = replace_surrogates(query.strip())
         if len(query) > MAX_QUERY_CHARS:
             warnings.append(f"The query was {len(query)} characters long and was cut to its first {MAX_QUERY_CHARS}.")
             log.warning(warnings[-1])

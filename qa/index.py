@@ -204,6 +204,17 @@ def verify_files(folder: Path, manifest: Manifest) -> None:
             raise IndexCorruptError(f"Index file {path} is altered (checksum mismatch). {fix}")
 
 
+def _same_file(path: Path, entry: FileEntry) -> bool:
+    return path.stat().st_size == entry.bytes and sha256_file(path) == entry.sha256
+
+
+def _skipped_files(root: Path, docs: Sequence[Document]) -> dict[str, FileEntry]:
+    """The document files that could not be read, so that they do not count as new next time."""
+    read = {d.path for d in docs}
+    files = {p.relative_to(root).as_posix(): p for p in iter_files(root)}
+    return {f: FileEntry(sha256_file(p), p.stat().st_size) for f, p in files.items() if f not in read}
+
+
 def stale_documents(manifest: Manifest) -> list[str]:
     """Differences between the documents on disk and those the index was built from."""
     root = Path(manifest.docs_dir)
@@ -211,7 +222,8 @@ def stale_documents(manifest: Manifest) -> list[str]:
         return [f"the documents folder {root} no longer exists"]
     indexed = {d.file: d for d in manifest.documents}
     on_disk = {p.relative_to(root).as_posix(): p for p in iter_files(root)}
-    changes = [f"new: {f}" for f in sorted(set(on_disk) - set(indexed))]
+    unreadable = {f for f, e in manifest.skipped.items() if f in on_disk and _same_file(on_disk[f], e)}
+    changes = [f"new: {f}" for f in sorted(set(on_disk) - set(indexed) - unreadable)]
     changes += [f"deleted: {f}" for f in sorted(set(indexed) - set(on_disk))]
     for f in sorted(set(indexed) & set(on_disk)):
         stat, entry = on_disk[f].stat(), indexed[f]
@@ -465,7 +477,7 @@ def build_index(
             store=replace(info, vectors=len(stores.vectors), dimension=stores.vectors.dimension,
                           index=stores.vectors.kind) if stores.vectors is not None else
                   replace(info, vectors=0, dimension=0, index="none"),
-            model=minfo, calibration=calibration.for_manifest(old, minfo),
+            model=minfo, calibration=calibration.for_manifest(old, minfo), skipped=_skipped_files(root, docs),
             generation=(old.generation + 1) if old else 1,
         )  # fmt: skip
         report(Stage.WRITE, 0, 1)
@@ -626,6 +638,8 @@ def _unchanged(
     if manifest.params() != params or manifest.docs_dir != str(root.resolve()):
         return False
     if {d.file: d.sha256 for d in manifest.documents} != {d.path: d.sha256 for d in docs}:
+        return False
+    if set(manifest.skipped) != set(_skipped_files(root, docs)):
         return False
     if dense != manifest.dense or manifest.store is None:
         return False

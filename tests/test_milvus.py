@@ -306,7 +306,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def test_two_chat_servers_share_one_knowledge_base(lite_server: str, seeds_copy: Path, tmp_path: Path):
     """Two `qa serve` processes (python -m ui, with the hash encoder) on one Milvus server: a
-    document uploaded through one is found by the other without a restart."""
+    document uploaded through one is found by the other without a restart, and a document
+    removed through the other is gone from the first."""
     from gradio_client import handle_file
 
     a, b = tmp_path / "a", tmp_path / "b"
@@ -336,6 +337,13 @@ def test_two_chat_servers_share_one_knowledge_base(lite_server: str, seeds_copy:
             time.sleep(0.5)
         assert found is not None, "the second server did not find the upload within 10 s"
         assert found["hits"][0]["sources"][0]["file"] == "保温杯.txt"
+        status, *_ = client_b.predict("保温杯.txt", api_name="/remove")  # and back: removed through the other
+        assert "已删除：保温杯.txt" in status
+        deadline, gone = time.monotonic() + 10.0, False
+        while time.monotonic() < deadline and not gone:
+            gone = "七百毫升" not in client_a.predict(NEW_QUESTION, api_name="/search")["hits"][0]["text"]
+            time.sleep(0 if gone else 0.5)
+        assert gone, "the first server still found the removed document after 10 s"
     finally:
         for proc in procs:
             _stop(proc)

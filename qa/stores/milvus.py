@@ -559,14 +559,15 @@ class MilvusVectorStore:
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self._dimension)
         if len(units) != len(vectors):
             raise ValueError(f"{len(units)} units but {len(vectors)} vectors")
-        rows = {
-            f"{u.passage}:{u.start}:{u.end}": {"unit_id": f"{u.passage}:{u.start}:{u.end}", "passage_id": u.passage,
-                                              "start": u.start, "end": u.end, "vector": v}
-            for u, v in zip(units, vectors.tolist(), strict=True)
-        }  # fmt: skip
+        last = {f"{u.passage}:{u.start}:{u.end}": i for i, u in enumerate(units)}  # a unit given twice: the last
+        rows = sorted(last.values())
         self.delete({u.passage for u in units})
-        for batch in _batches(list(rows.values()), BATCH):
-            self._conn.write("insert", self.name, list(batch))
+        for batch in _batches(rows, BATCH):  # lists of floats a batch at a time: 100k units would take GBs
+            self._conn.write("insert", self.name, [
+                {"unit_id": f"{units[i].passage}:{units[i].start}:{units[i].end}", "passage_id": units[i].passage,
+                 "start": units[i].start, "end": units[i].end, "vector": vectors[i].tolist()}
+                for i in batch
+            ])  # fmt: skip
 
     def delete(self, passage_ids: Collection[str]) -> None:
         for batch in _batches(sorted(set(passage_ids)), BATCH):

@@ -72,6 +72,7 @@ KEYWORDS_KIND = "milvus-bm25"
 # one batch of 5,000 took 75 s); see docs/milvus.md.
 BATCH = 1000
 UNIT_QUERY_PASSAGES = 200  # passages per unit query: their units stay under Milvus's 16,384-row window
+MAX_UNITS_PER_PASSAGE = 64  # a passage and its sentences (a handful); more fill the limit, and are fetched instead
 MAX_LIMIT = 16384  # Milvus's largest top-k and query window
 MAX_VARCHAR_BYTES = 65535  # Milvus counts VARCHAR length in UTF-8 bytes (Lite does not check it; Standalone does)
 MAX_JSON_BYTES = 65536
@@ -605,20 +606,36 @@ class MilvusVectorStore:
 
     def unit_scores(self, query: np.ndarray, passage_ids: Collection[str]) -> dict[str, list[ScoredUnit]]:
         q = self._check(query)
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[str, int, int, float]] = []
         for batch in _batches(sorted(set(passage_ids)), UNIT_QUERY_PASSAGES):
-            rows += self._conn.read("query", self.name, filter=_ids_expr("passage_id", batch),
-                                    output_fields=["passage_id", "start", "end", "vector"])  # fmt: skip
-        if not rows:
-            return {}
+            rows += self._exact_scores(q, batch)
         # The whole passage (start 0, longest) first, then its sentences in order: as the FAISS store.
-        rows.sort(key=lambda r: (r["passage_id"], r["start"], r["start"] - r["end"]))
-        scores = (np.asarray([r["vector"] for r in rows], dtype=np.float32) @ q).tolist()
+        rows.sort(key=lambda r: (r[0], r[1], r[1] - r[2]))
         out: dict[str, list[ScoredUnit]] = {}
-        for r, s in zip(rows, scores, strict=True):
-            pid = str(r["passage_id"])
-            out.setdefault(pid, []).append(ScoredUnit(Unit(pid, int(r["start"]), int(r["end"])), float(s)))
+        for pid, start, end, score in rows:
+            out.setdefault(pid, []).append(ScoredUnit(Unit(pid, start, end), score))
         return out
+
+    def _exact_scores(self, q: np.ndarray, ids: Sequence[str]) -> list[tuple[str, int, int, float]]:
+        """(passage, start, end, cosine) of every unit of these passages. On a FLAT index a search
+        restricted to them is exhaustive (and half the time of fetching the vectors, measured);
+        an approximate index may skip some of them, so their vectors are fetched instead."""
+        limit = min(MAX_LIMIT, MAX_UNITS_PER_PASSAGE * len(ids))
+        if self.index_type == "FLAT":
+            hits = self._conn.read("search", self.name, data=[q.tolist()], anns_field="vector", limit=limit,
+                                   filter=_ids_expr("passage_id", ids), output_fields=["passage_id", "start", "end"],
+                                   search_params=self._search_params(limit))[0]  # fmt: skip
+            if len(hits) < limit:
+                return [(str(h["entity"]["passage_id"]), int(h["entity"]["start"]), int(h["entity"]["end"]),
+                         float(h["distance"])) for h in hits]  # fmt: skip
+        rows = self._conn.read("query", self.name, filter=_ids_expr("passage_id", ids),
+                               output_fields=["passage_id", "start", "end", "vector"])  # fmt: skip
+        if not rows:
+            return []
+        scores = (np.asarray([r["vector"] for r in rows], dtype=np.float32) @ q).tolist()
+        return [
+            (str(r["passage_id"]), int(r["start"]), int(r["end"]), float(s)) for r, s in zip(rows, scores, strict=True)
+        ]
 
 
 # ---------------------------------------------------------------- keywords

@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	@# torch first, pinned: a bare `torch` requirement resolved by pip on these machines
 	@# pulls a multi-GB CUDA build; torch==2.13.0 is the CPU build pip finds locally.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,milvus]'
 	touch $@
 
 index: install

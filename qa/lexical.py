@@ -7,16 +7,22 @@ import logging
 import re
 import threading
 import unicodedata
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import bm25s
-import jieba
 import numpy as np
 import opencc
 from pypinyin import lazy_pinyin
 
 from qa.cache import cache_root
+
+with warnings.catch_warnings():
+    # jieba imports pkg_resources when setuptools has it (< 81, pinned by the [milvus] extra),
+    # which warns on every run.
+    warnings.simplefilter("ignore", UserWarning)
+    import jieba
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import

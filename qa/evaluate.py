@@ -527,6 +527,12 @@ def run_eval_command(args: argparse.Namespace) -> int:
     retriever = Retriever.load(args.index, fusion=args.fusion)
     wanted = ("hybrid", "dense", "lexical") if args.mode == "all" else (args.mode,)
     modes: list[Mode] = [m for m in MODES_ORDER if m in wanted and (m == "lexical" or retriever.has_dense)]
+    if args.calibrate and retriever.has_dense and modes == ["lexical"]:
+        raise QuerySetError(
+            "Lexical mode over an index with vectors uses the shipped keyword-only calibration "
+            "(qa.calibration.LEXICAL_DEFAULT); --calibrate fits the index's own, which needs --mode hybrid or dense. "
+            "To refit the keyword-only one, calibrate an index built with --no-dense."
+        )
     missing = missing_answers(queries, retriever)
     for qid, a in missing:
         print(

@@ -80,6 +80,13 @@ class Stores:
     keywords: KeywordStore
     vectors: VectorStore | None = None
 
+    def warm_up(self) -> None:
+        """Let each store do now the one-time work its first query would otherwise pay for."""
+        for store in (self.passages, self.keywords, self.vectors):
+            warm = getattr(store, "warm_up", None)
+            if warm is not None:
+                warm()
+
 
 # ---------------------------------------------------------------- files
 

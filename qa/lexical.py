@@ -14,7 +14,6 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import opencc
-from pypinyin import lazy_pinyin
 
 from qa.cache import cache_root
 
@@ -294,6 +293,8 @@ def pinyin_terms(tokens: list[str]) -> list[str]:
 @functools.lru_cache(maxsize=1 << 16)
 def _pinyin(word: str) -> str:
     # Words repeat: caching them halves the time of indexing the seeds (pypinyin is the slow part).
+    from pypinyin import lazy_pinyin  # only indexing needs it (its dictionaries take a while to import)
+
     return "".join(lazy_pinyin(word))
 
 
@@ -317,6 +318,61 @@ def _bm25_scores(bm25: bm25s.BM25, tokens: list[str]) -> np.ndarray:
     return np.asarray(bm25.get_scores_from_ids(ids), dtype=np.float32)
 
 
+def _postings(bm25: bm25s.BM25, tokens: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(document positions, BM25 contributions) of each query token the index knows; a token
+    given twice counts twice, as in bm25s. bm25s keeps one column per term of a CSC matrix
+    whose row indices ascend within each column (scipy's canonical form, and the numpy
+    builder's counting sort over documents in order): `_score_at` relies on that."""
+    s = bm25.scores
+    indptr, indices, data = s["indptr"], s["indices"], s["data"]
+    out = []
+    for t in tokens:
+        tid = bm25.vocab_dict.get(t)
+        if tid is not None:
+            start, end = int(indptr[tid]), int(indptr[tid + 1])
+            out.append((indices[start:end], data[start:end]))
+    return out
+
+
+def _score_at(postings: list[tuple[np.ndarray, np.ndarray]], positions: np.ndarray) -> np.ndarray:
+    """The summed BM25 contributions at these document positions: a binary search in each
+    term's postings, so the cost grows with the candidates, not with the corpus."""
+    out = np.zeros(len(positions), dtype=np.float64)
+    for docs, scores in postings:
+        if not len(docs):
+            continue
+        j = np.minimum(np.searchsorted(docs, positions), len(docs) - 1)
+        found = docs[j] == positions
+        out[found] += scores[j[found]]
+    return out.astype(np.float32)
+
+
+# Below this share of the corpus among the query's postings, the scores are summed over the
+# matching documents only (sorting the postings); above it, over a corpus-long array.
+SPARSE_SHARE = 0.125
+
+
+def _top_k(postings: list[tuple[np.ndarray, np.ndarray]], num_docs: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` best documents by summed contribution, best first, ties by position; only
+    documents that match at all. argpartition selects them: nothing sorts the corpus."""
+    if not postings or k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    docs = np.concatenate([d for d, _ in postings])
+    contributions = np.concatenate([s for _, s in postings])
+    if len(docs) < SPARSE_SHARE * num_docs:
+        matched, where = np.unique(docs, return_inverse=True)
+        totals = np.bincount(where, weights=contributions).astype(np.float32)
+    else:
+        matched = None
+        totals = np.bincount(docs, weights=contributions, minlength=num_docs).astype(np.float32)
+    k = min(k, len(totals))
+    top = np.argpartition(-totals, k - 1)[:k]
+    top = top[np.lexsort((top, -totals[top]))]  # `matched` ascends, so this also orders ties by position
+    top = top[totals[top] > 0]
+    positions = matched[top] if matched is not None else top
+    return positions.astype(np.int64), totals[top]
+
+
 @dataclass
 class LexicalIndex:
     """BM25 over the passages' words, and over the pinyin of their Chinese words, in the
@@ -327,8 +383,14 @@ class LexicalIndex:
 
     @classmethod
     def build(cls, texts: list[str]) -> LexicalIndex:
-        corpus = [tokenize(t) for t in texts]
-        return cls(_bm25(corpus), _bm25([pinyin_terms(tokens) for tokens in corpus]))
+        return cls.from_tokens([tokenize(t) for t in texts])
+
+    @classmethod
+    def from_tokens(cls, corpus: list[list[str]], pinyin: list[list[str]] | None = None) -> LexicalIndex:
+        """The index of passages already tokenized (by `tokenize`; `pinyin`: by `pinyin_terms`)."""
+        if pinyin is None:
+            pinyin = [pinyin_terms(tokens) for tokens in corpus]
+        return cls(_bm25(corpus), _bm25(pinyin))
 
     def save(self, folder: Path) -> None:
         self.bm25.save(str(folder), allow_pickle=False, show_progress=False)
@@ -336,8 +398,8 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
-        def one(path: Path) -> bm25s.BM25:
-            return bm25s.BM25.load(str(path), allow_pickle=False, show_progress=False)
+        def one(path: Path) -> bm25s.BM25:  # the postings memory-mapped: a query reads only its terms'
+            return bm25s.BM25.load(str(path), allow_pickle=False, show_progress=False, mmap=True)
 
         return cls(one(folder), one(folder / "pinyin"))
 
@@ -348,6 +410,27 @@ class LexicalIndex:
         if latin:
             scores = scores + _bm25_scores(self.pinyin, latin)
         return scores
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.bm25.scores["num_docs"])
+
+    def _postings(self, tokens: list[str], latin: list[str] | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        return _postings(self.bm25, tokens) + (_postings(self.pinyin, latin) if latin else [])
+
+    def top_k(self, tokens: list[str], latin: list[str] | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions and scores of the `k` best passages (the same score as `scores`), best
+        first, ties by position; passages scoring 0 are left out.
+
+        bm25s's own `retrieve` selects the top k of one BM25 index; the score here is the sum
+        of two (words and pinyin), so the top k is selected from the query's postings: their
+        contributions summed (over the matching passages alone when they are few) and the
+        best k picked by argpartition."""
+        return _top_k(self._postings(tokens, latin), self.num_docs, k)
+
+    def scores_at(self, tokens: list[str], latin: list[str] | None, positions: np.ndarray) -> np.ndarray:
+        """The same score for the passages at these positions only."""
+        return _score_at(self._postings(tokens, latin), np.asarray(positions, dtype=np.int64))
 
     def idf(self, tokens: list[str]) -> np.ndarray:
         """Inverse document frequency of each token. A token the corpus never uses gets the

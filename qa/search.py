@@ -29,7 +29,7 @@ from qa.fusion import DEFAULT_FUSION, FUSIONS, Candidate, Fusion, fuse
 from qa.index import Index, check_model
 from qa.lexical import fold, latin_terms, replace_surrogates, tokenize
 from qa.manifest import Calibration, Manifest, Verdict
-from qa.split import Passage, Source
+from qa.split import Passage, Source, split_sentences
 from qa.stores import ScoredUnit
 
 log = logging.getLogger(__name__)
@@ -214,10 +214,22 @@ class Retriever:
         return self._encoder
 
     def warm_up(self) -> None:
-        """Load the model and the tokenizer now instead of on the first query."""
+        """Do now what the first query would otherwise wait for: jieba's dictionary, the
+        stores' lookups and, over an index with vectors, the model (loaded and checked against
+        the index's probe vector, which runs it once) and the background sentences' vectors."""
         tokenize("预热")
+        self.index.stores.warm_up()
         if self.has_dense:
-            self.encoder.encode_query("预热")
+            self._background_vectors()
+
+    def calibration_for(self, mode: Mode) -> Calibration:
+        """The confidence model of `mode`. Lexical mode never embeds the question, so over an
+        index with vectors it cannot use the index's (cosine) features: it uses the shipped
+        keyword-only calibration, `qa.calibration.LEXICAL_DEFAULT`, fitted on the dev split."""
+        cal = self.index.manifest.calibration
+        if mode == "lexical" and not set(cal.features) <= set(calibration.LEXICAL_FEATURES):
+            return calibration.LEXICAL_DEFAULT
+        return cal
 
     def documents(self) -> list[dict[str, Any]]:
         return [{"file": d.file, "title": d.title, "passages": d.passages, "sha256": d.sha256}
@@ -283,12 +295,12 @@ class Retriever:
             warnings.append(f"The query was {len(query)} characters long and was cut to its first {MAX_QUERY_CHARS}.")
             log.warning(warnings[-1])
             query = query[:MAX_QUERY_CHARS]
-        cal = index.manifest.calibration
+        cal = self.calibration_for(mode)
         limit = cal.threshold if threshold is None else float(threshold)
         if not _WORDLIKE.search(unicodedata.normalize("NFKC", query)):
             return SearchResult(query, False, [], mode, 0.0, limit, tuple(warnings))
         interpreted = with_context(query, context)
-        q = self._understand(interpreted or query, index)
+        q = self._understand(interpreted or query, index, mode)
         candidates = gather_candidates(index, q, mode, k, self._background_scores(q))
         ranked = fuse(candidates.items, self.fusion if mode == "hybrid" else mode, candidates.lexical_max)
         passages = {p.id: p for p in index.stores.passages.get([c.id for c, _ in ranked[: max(k, 20)]])}
@@ -301,20 +313,27 @@ class Retriever:
             query, verdict != "not_found", hits, mode, top, limit, tuple(warnings), verdict, interpreted
         )
 
-    def _background_scores(self, q: Query) -> list[float]:
-        """The question's cosines to the background sentences (qa.background), embedded once."""
-        if q.vector is None:
-            return []
+    def _background_vectors(self) -> np.ndarray:
+        """The background sentences (qa.background) embedded once, for the "gap" feature."""
         if self._background is None:
             vectors = self.encoder.encode_passages(list(BACKGROUND))
             with self._lock:
                 self._background = vectors
-        return np.asarray(self._background @ q.vector).tolist()
+        return self._background
 
-    def _understand(self, query: str, index: Index) -> Query:
-        """Stage 0: keywords, Latin words and the query vector (the confidence needs the vector,
-        so it is computed whenever the index has vectors, in every mode)."""
-        vector = self.encoder.encode_query(query) if index.dense else None
+    def _background_scores(self, q: Query) -> list[float]:
+        """The question's cosines to the background sentences."""
+        if q.vector is None:
+            return []
+        return np.asarray(self._background_vectors() @ q.vector).tolist()
+
+    def _understand(self, query: str, index: Index, mode: Mode) -> Query:
+        """Stage 0: keywords, Latin words and, except in lexical mode, the query vector.
+
+        Lexical mode does not embed the question: its candidates come from BM25 alone and its
+        confidence from keyword features (see `calibration_for`), so it answers without the
+        model, at the cost of BM25 plus jieba."""
+        vector = self.encoder.encode_query(query) if index.dense and mode != "lexical" else None
         return Query(query, tokenize(query), latin_terms(query), vector)
 
 
@@ -369,9 +388,12 @@ def make_hits(index: Index, q: Query, ranked: Sequence[tuple[Candidate, float]],
         feats = hit_features(c.dense, _reference(candidates.reference, c.id), _coverage(q.tokens, weights, p.text),
                              latin, c.lexical)  # fmt: skip
         conf = calibration.confidence(cal, feats)
+        evidence = (
+            evidence_span(candidates.units.get(c.id)) if q.vector is not None else keyword_evidence(p.text, q.tokens, weights)
+        )  # fmt: skip
         hits.append(
             Hit(rank, score, p.text, p.sources, highlight_spans(p.text, q.tokens), p.id, conf, conf < limit,
-                evidence_span(candidates.units.get(c.id)), feats)
+                evidence, feats)
         )  # fmt: skip
     return hits
 
@@ -383,6 +405,18 @@ def evidence_span(units: list[ScoredUnit] | None) -> tuple[int, int] | None:
         return None
     best = max(sentences, key=lambda u: u.score)
     return (best.unit.start, best.unit.end)
+
+
+def keyword_evidence(text: str, tokens: list[str], weights: np.ndarray) -> tuple[int, int] | None:
+    """Without a query vector (lexical mode): the span of the sentence that holds the largest
+    IDF-weighted share of the question's keywords, the first on a tie (None for a one-sentence
+    passage, or when no sentence holds any)."""
+    spans = split_sentences(text)
+    if len(spans) < 2:
+        return None
+    covered = [_coverage(tokens, weights, text[s:e]) for s, e in spans]
+    best = int(np.argmax(covered))
+    return spans[best] if covered[best] > 0 else None
 
 
 def _check_calibration(index: Index) -> None:
@@ -432,18 +466,27 @@ def _coverage(tokens: list[str], weights: np.ndarray, text: str) -> float:
     return found / total
 
 
+def _folded_with_origin(text: str) -> tuple[str, list[int]]:
+    """`fold(text)` and, for each of its characters, the index of the character of `text` it
+    comes from. NFKC and lower case go character by character (they may change a length);
+    the traditional-to-simplified step runs once on the whole text, and is trusted to map
+    character to character when it keeps the length, as it does for Chinese."""
+    pieces = [unicodedata.normalize("NFKC", ch).lower() for ch in text]
+    origin = [i for i, piece in enumerate(pieces) for _ in piece]
+    joined = "".join(pieces)
+    norm = fold(joined)
+    if len(norm) != len(joined):
+        norm = "".join(fold(ch) for ch in text)
+        origin = [i for i, ch in enumerate(text) for _ in fold(ch)]
+    return norm, origin
+
+
 def highlight_spans(text: str, tokens: list[str]) -> tuple[tuple[int, int], ...]:
     """Character spans of `text` where query terms occur (compared in `fold`ed form)."""
     terms = {t for t in tokens if len(t) >= 2 or t.isdigit()}
     if not terms:
         return ()
-    chars: list[str] = []
-    origin: list[int] = []
-    for i, ch in enumerate(text):
-        for c in fold(ch):
-            chars.append(c)
-            origin.append(i)
-    norm = "".join(chars)
+    norm, origin = _folded_with_origin(text)
     spans = []
     for term in terms:
         start = norm.find(term)

@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qa.errors import IndexCorruptError, IndexMissingError, QAError
@@ -260,3 +261,20 @@ def test_save_calibration_bumps_the_generation_and_keeps_files(hash_index: Path,
     again = Index.open(folder)
     assert again.manifest.calibration.threshold == 0.42
     assert again.manifest.generation == before.generation + 1 and again.manifest.files == before.files
+
+
+def test_unit_rows_found_in_runs_and_in_any_order():
+    """The vector store finds a passage's units (whole passage first) whether they lie in runs,
+    as a build writes them, or scattered."""
+    from qa.stores.local import ID_DTYPE, _UnitGroups
+
+    passages = np.array(["a", "a", "a", "b", "c", "c"], ID_DTYPE)
+    spans = np.array([(0, 9), (0, 4), (4, 9), (0, 5), (0, 7), (3, 7)], np.int32)
+    runs = _UnitGroups.of(passages, spans)
+    assert runs.rows("a").tolist() == [0, 1, 2] and runs.rows("b").tolist() == [3]
+    assert runs.rows("c").tolist() == [4, 5] and runs.rows("z") is None
+    shuffled = [5, 2, 0, 3, 1, 4]
+    scattered = _UnitGroups.of(passages[shuffled], spans[shuffled])
+    assert passages[shuffled][scattered.rows("a")].tolist() == ["a"] * 3
+    assert spans[shuffled][scattered.rows("a")].tolist() == [[0, 9], [0, 4], [4, 9]]
+    assert spans[shuffled][scattered.rows("c")].tolist() == [[0, 7], [3, 7]]

@@ -48,3 +48,39 @@ def test_english_names_meet_chinese_words_through_pinyin():
     index = LexicalIndex.build(["钟南山说现在还不是摘口罩的时候。", "上海启动全市核酸筛查。"])
     scores = index.scores(tokenize("Zhong Nanshan masks"), latin_terms("Zhong Nanshan masks"))
     assert scores[0] > 0 and scores[1] == 0
+
+
+def _corpus(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    words = ["上海", "核酸", "筛查", "武汉", "钟南山", "口罩", "疫苗", "医疗队", "方舱", "隔离", "社区", "志愿者"]
+    return ["，".join(rng.choice(words, size=int(rng.integers(1, 6)))) + "。" for _ in range(n)]
+
+
+def test_top_k_is_the_best_of_the_full_scores_without_sorting_them():
+    index = LexicalIndex.build(_corpus(400))
+    for query, latin in (
+        ("上海核酸", []),
+        ("钟南山", []),
+        ("方舱 隔离 社区 志愿者 上海", []),
+        ("Zhong Nanshan", ["zhongnanshan"]),
+    ):
+        tokens = tokenize(query)
+        full = index.scores(tokens, latin)
+        for k in (1, 7, 50, 1000):
+            positions, scores = index.top_k(tokens, latin, k)
+            assert len(positions) == min(k, int((full > 0).sum())) and len(set(positions.tolist())) == len(positions)
+            assert np.allclose(scores, full[positions], rtol=1e-6) and np.all(np.diff(scores) <= 0)
+            rest = np.setdiff1d(np.arange(len(full)), positions)
+            assert full[rest].max(initial=0) <= scores[-1] * (1 + 1e-6)  # nothing left out beats the last one
+        some = np.array([0, 3, 17, 399])
+        assert np.allclose(index.scores_at(tokens, latin, some), full[some], rtol=1e-6)
+    assert index.top_k(["不存在的词"], [], 5)[0].size == 0
+
+
+def test_postings_ascend_within_each_term():
+    """`scores_at` binary-searches each term's postings: bm25s must keep them in document order."""
+    index = LexicalIndex.build(_corpus(300, seed=1))
+    for bm25 in (index.bm25, index.pinyin):
+        indptr, indices = bm25.scores["indptr"], bm25.scores["indices"]
+        for t in range(len(indptr) - 1):
+            assert np.all(np.diff(indices[indptr[t] : indptr[t + 1]]) > 0)

@@ -128,3 +128,26 @@ def test_a_different_model_than_the_index_is_refused(hash_index: Path):
     r = Retriever.load(hash_index, encoder=HashEncoder(dimension=32))
     with pytest.raises(IndexMismatchError, match="dim 64.*dim 32"):
         r.search("上海")
+
+
+def test_lexical_mode_never_embeds_the_question_and_judges_it_by_keywords(hash_index: Path):
+    """Lexical mode answers from BM25 alone: no query vector, keyword-only confidence, the
+    evidence sentence chosen by keyword coverage; the three verdicts still come out."""
+    from qa import calibration
+
+    encoder = HashEncoder()
+    r = Retriever.load(hash_index, encoder=encoder)
+    r.warm_up()
+    before = encoder.calls
+    result = r.search("上海全市核酸筛查采样了多少人", k=3, mode="lexical")
+    assert encoder.calls == before
+    assert r.calibration_for("lexical") is calibration.LEXICAL_DEFAULT
+    assert r.calibration_for("hybrid") is r.calibration
+    top = result.hits[0]
+    assert "2566.5万人" in top.text and top.features["dense"] == 0.0
+    assert result.verdict == calibration.LEXICAL_DEFAULT.verdict(top.confidence)
+    assert top.evidence is not None and "核酸筛查" in top.text[top.evidence[0] : top.evidence[1]]
+    assert r.search("红烧肉的家常做法步骤", mode="lexical").verdict == "not_found"
+    assert encoder.calls == before
+    r.search("上海全市核酸筛查采样了多少人", k=3, mode="hybrid")
+    assert encoder.calls == before + 1

@@ -574,8 +574,10 @@ def launch_app(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = No
 
 
 def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str | None = None,
-                      say: Callable[[str], None] = _say) -> Retriever:  # fmt: skip
-    """Build or update the index when it is missing or stale, then load it and warm up the model."""
+                      say: Callable[[str], None] = _say, background: bool = False) -> Retriever:  # fmt: skip
+    """Build or update the index when it is missing or stale, then load it and warm up the model:
+    now, or with `background` in a thread, so that the page is served meanwhile (a search that
+    needs the model waits for it; a lexical one needs only jieba)."""
     last: list[Stage] = []
 
     def progress(stage: Stage, done: int, total: int) -> None:
@@ -590,18 +592,33 @@ def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str
         r = opened.report
         say(f"Index ready ({'; '.join(opened.reasons[:5])}): {r.documents} documents, {r.passages} passages "
             f"({r.embedded} text units embedded, {r.reused} reused), {r.seconds:.1f} s.")  # fmt: skip
-    say(f"Loading the model for {index_dir}")
     retriever = Retriever(opened.index, opened.encoder or (SentenceTransformerEncoder(model) if model else None))
-    retriever.warm_up()
+    if background:
+        threading.Thread(target=_warm_up, args=(retriever, say), name="qa-warm-up", daemon=True).start()
+    else:
+        say(f"Loading the model for {index_dir}")
+        retriever.warm_up()
     return retriever
+
+
+def _warm_up(retriever: Retriever, say: Callable[[str], None]) -> None:
+    started = time.perf_counter()
+    try:
+        retriever.warm_up()
+    except QAError as exc:  # the first search raises it again, and the chat shows it
+        say(f"qa: error: {exc}")
+        return
+    if retriever.has_dense:
+        say(f"Model loaded in {time.perf_counter() - started:.1f} s.")
 
 
 def serve(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = DEFAULT_INDEX, host: str = "127.0.0.1",
           port: int = 7860, share: bool = False, model: str | None = None, *,
           feedback_path: str | Path | None = None) -> int:  # fmt: skip
-    """Run the chat until Ctrl+C: update the index if needed, warm up, launch on host:port."""
+    """Run the chat until Ctrl+C: update the index if needed, launch on host:port while the
+    model loads (the first search waits for it)."""
     started = time.perf_counter()
-    retriever = prepare_retriever(docs_dir, index_dir, model=model)
+    retriever = prepare_retriever(docs_dir, index_dir, model=model, background=True)
     app = create_app(retriever, docs_dir, feedback_path=feedback_path)
     try:
         url = launch_app(app, host=host, port=port, share=share, prevent_thread_lock=True)

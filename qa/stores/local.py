@@ -4,7 +4,7 @@
     units.npy             passage id of each unit vector (fixed-width unicode, no pickle)
     spans.npy             int32 (start, end) of each unit in its passage's text
     vectors.npy           float32 unit vectors, L2-normalized; memory-mapped on load
-    dense.faiss           FAISS index over vectors.npy (exact below HNSW_MIN_VECTORS)
+    dense.faiss           FAISS index over vectors.npy (exact below ANN_MIN_VECTORS)
     bm25/                 bm25s arrays (.npy, allow_pickle=False) and their passage ids
 
 Each store changes in memory (`upsert`, `delete`) and writes its files with `save(folder)`;
@@ -25,13 +25,15 @@ from qa.lexical import LexicalIndex, tokenize
 from qa.split import Passage, Source
 from qa.stores import ScoredUnit, Unit
 
-# Measured with `make bench` (synthetic clustered 384-d unit vectors, 2 cores): exact search
-# takes ~17 ms a query at 100k vectors; HNSW (M 32) needs efSearch 1024 to reach recall@10
-# 0.92 there (0.47 at efSearch 128), at ~2.5 ms. Exact search stays fast enough well past the
-# size where its cost starts to matter, so HNSW starts at 200k.
-HNSW_MIN_VECTORS = 200_000
+# Which FAISS index, by the number of unit vectors (about 4 a passage): exact search below
+# ANN_MIN_VECTORS, IVF with 8-bit codes from there (bench/scale.py measures them).
+ANN_MIN_VECTORS = 200_000
+IVF_LISTS_PER_SQRT = 4  # nlist = 4 * sqrt(vectors), rounded to a power of two
+IVF_NPROBE = 32
+IVF_TRAIN_PER_LIST = 64  # k-means sample: 64 vectors a list
 HNSW_M = 32
-HNSW_EF_SEARCH = 1024
+HNSW_EF_SEARCH = 128
+KINDS = ("faiss-flat-ip", "faiss-ivf-sq8-ip", "faiss-hnsw-ip")
 ID_DTYPE = "<U16"  # passage ids are 16 hex digits (qa.split.passage_id)
 FIX = "Rebuild the index: qa index build --force"
 
@@ -120,16 +122,21 @@ class PassageTable:
 
 class FaissVectorStore:
     """Unit vectors in a numpy array (memory-mapped when loaded) and a FAISS index over them:
-    exact inner product for small collections, HNSW from `HNSW_MIN_VECTORS` on."""
+    exact inner product for small collections, an approximate index from `ANN_MIN_VECTORS` on
+    (`kind` forces one of `KINDS`). Approximate scores only choose the candidates: every
+    candidate's units are scored exactly (`unit_scores`) from the vectors."""
 
     def __init__(self, dimension: int, passages: np.ndarray, spans: np.ndarray, vectors: np.ndarray,
-                 index: faiss.Index | None = None) -> None:  # fmt: skip
+                 index: faiss.Index | None = None, *, kind: str | None = None) -> None:  # fmt: skip
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        self._kind = kind
         self._dimension = dimension
         self._passages = passages  # (n,) passage id of each unit
         self._spans = spans  # (n, 2) int32
         self._vectors = vectors  # (n, dimension) float32
         self._index = index
-        self._rows: dict[str, np.ndarray] | None = None
+        self._rows: _UnitGroups | None = None
 
     @classmethod
     def empty(cls, dimension: int) -> FaissVectorStore:
@@ -137,7 +144,11 @@ class FaissVectorStore:
 
     @property
     def kind(self) -> str:
-        return "faiss-hnsw-ip" if len(self) >= HNSW_MIN_VECTORS else "faiss-flat-ip"
+        if self._kind is not None:
+            return self._kind
+        if self._index is not None:
+            return _kind_of(self._index)
+        return "faiss-ivf-sq8-ip" if len(self) >= ANN_MIN_VECTORS else "faiss-flat-ip"
 
     @property
     def dimension(self) -> int:
@@ -190,15 +201,18 @@ class FaissVectorStore:
             self._index = _faiss_index(np.ascontiguousarray(self._vectors, dtype=np.float32), self.kind)
         return self._index
 
+    def warm_up(self) -> None:
+        _ = self.index, self._groups
+
     @property
-    def rows(self) -> dict[str, np.ndarray]:
-        """Row numbers of each passage's units, the whole passage (span starting at 0, longest) first."""
+    def _groups(self) -> _UnitGroups:
         if self._rows is None:
-            order = np.lexsort((-(self._spans[:, 1] - self._spans[:, 0]), self._spans[:, 0], self._passages))
-            ids = self._passages[order]
-            cuts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-            self._rows = {str(g[0]): rows for g, rows in zip(np.split(ids, cuts), np.split(order, cuts), strict=True)}
+            self._rows = _UnitGroups.of(self._passages, self._spans)
         return self._rows
+
+    def rows(self, passage_id: str) -> np.ndarray | None:
+        """Row numbers of a passage's units, the whole passage (span starting at 0, longest) first."""
+        return self._groups.rows(passage_id)
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         q = self._check(query).reshape(1, -1)
@@ -218,16 +232,20 @@ class FaissVectorStore:
 
     def unit_scores(self, query: np.ndarray, passage_ids: Collection[str]) -> dict[str, list[ScoredUnit]]:
         q = self._check(query)
+        found = [(pid, rows) for pid in passage_ids if (rows := self.rows(pid)) is not None]
+        if not found:
+            return {}
+        every = np.concatenate([rows for _, rows in found])
+        scores = (np.asarray(self._vectors)[every] @ q).tolist()  # one gather, one product for all candidates
+        spans = self._spans[every].tolist()
         out: dict[str, list[ScoredUnit]] = {}
-        for pid in passage_ids:
-            rows = self.rows.get(pid)
-            if rows is None:
-                continue
-            scores = np.asarray(self._vectors[rows] @ q).tolist()
+        at = 0
+        for pid, rows in found:
             out[pid] = [
-                ScoredUnit(Unit(pid, int(self._spans[r, 0]), int(self._spans[r, 1])), float(s))
-                for r, s in zip(rows.tolist(), scores, strict=True)
+                ScoredUnit(Unit(pid, start, end), score)
+                for (start, end), score in zip(spans[at : at + len(rows)], scores[at : at + len(rows)], strict=True)
             ]
+            at += len(rows)
         return out
 
     # ------------------------------------------------------------ files
@@ -264,9 +282,54 @@ class FaissVectorStore:
                 f"{path} holds {index.ntotal} vectors of dimension {index.d}, but the manifest says "
                 f"{count} of dimension {dimension}. {FIX}"
             )
-        if isinstance(index, faiss.IndexHNSWFlat):
-            index.hnsw.efSearch = HNSW_EF_SEARCH
+        _search_parameters(index)
         return cls(dimension, passages, spans, vectors, index)
+
+
+class _UnitGroups:
+    """Which rows hold each passage's units. A build appends a passage's units together, the
+    whole passage first (`qa.index.sentence_units`), so they are runs: the run starts, and the
+    run ids sorted once (a binary search finds a passage), cost a few bytes a passage where a
+    dict of row arrays costs hundreds. Units in any other order fall back to that dict."""
+
+    def __init__(self, starts: np.ndarray, order: np.ndarray, sorted_ids: np.ndarray,
+                 by_id: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
+        self._starts = starts  # run i holds rows starts[i] .. starts[i + 1] - 1
+        self._order = order  # run number of each id in sorted_ids
+        self._sorted = sorted_ids
+        self._by_id = by_id
+
+    @classmethod
+    def of(cls, passages: np.ndarray, spans: np.ndarray) -> _UnitGroups:
+        n = len(passages)
+        starts = np.concatenate([[0], np.flatnonzero(passages[1:] != passages[:-1]) + 1, [n]]).astype(np.int64)
+        first = starts[:-1]
+        ids = passages[first]
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        if not n:
+            return cls(starts, order, sorted_ids)
+        widths = spans[:, 1] - spans[:, 0]
+        if (
+            np.all(sorted_ids[1:] != sorted_ids[:-1])
+            and np.all(spans[first, 0] == 0)
+            and np.all(widths[first] == np.maximum.reduceat(widths, first))
+        ):
+            return cls(starts, order, sorted_ids)
+        rows = np.lexsort((-widths, spans[:, 0], passages))
+        by_unit = passages[rows]
+        cuts = np.flatnonzero(by_unit[1:] != by_unit[:-1]) + 1
+        by_id = {str(g[0]): r for g, r in zip(np.split(by_unit, cuts), np.split(rows, cuts), strict=True)}
+        return cls(starts, order, sorted_ids, by_id)
+
+    def rows(self, passage_id: str) -> np.ndarray | None:
+        if self._by_id is not None:
+            return self._by_id.get(passage_id)
+        i = int(self._sorted.searchsorted(passage_id))
+        if i >= len(self._sorted) or self._sorted[i] != passage_id:
+            return None
+        run = int(self._order[i])
+        return np.arange(self._starts[run], self._starts[run + 1])
 
 
 def _faiss_index(vectors: np.ndarray, kind: str) -> faiss.Index:
@@ -274,12 +337,39 @@ def _faiss_index(vectors: np.ndarray, kind: str) -> faiss.Index:
     index: faiss.Index
     if kind == "faiss-hnsw-ip":
         index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = HNSW_EF_SEARCH
+    elif kind == "faiss-ivf-sq8-ip":
+        nlist = ivf_lists(len(vectors))
+        index = faiss.index_factory(dim, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(
+            len(vectors), min(len(vectors), IVF_TRAIN_PER_LIST * nlist), replace=False
+        )
+        index.train(vectors[np.sort(sample)])
     else:
         index = faiss.IndexFlatIP(dim)
     if len(vectors):
         index.add(vectors)
+    _search_parameters(index)
     return index
+
+
+def ivf_lists(vectors: int) -> int:
+    """IVF_LISTS_PER_SQRT * sqrt(vectors), rounded to a power of two (at least 16)."""
+    return int(max(16, 2 ** round(np.log2(IVF_LISTS_PER_SQRT * np.sqrt(max(vectors, 1))))))
+
+
+def _search_parameters(index: faiss.Index) -> None:
+    if isinstance(index, faiss.IndexHNSWFlat):
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    elif isinstance(index, faiss.IndexIVF):
+        index.nprobe = IVF_NPROBE
+
+
+def _kind_of(index: faiss.Index) -> str:
+    if isinstance(index, faiss.IndexHNSWFlat):
+        return "faiss-hnsw-ip"
+    if isinstance(index, faiss.IndexIVF):
+        return "faiss-ivf-sq8-ip"
+    return "faiss-flat-ip"
 
 
 # ---------------------------------------------------------------- keywords
@@ -299,6 +389,7 @@ class Bm25KeywordStore:
         self._ids = ids
         self._lexical = lexical
         self._texts = texts  # passage texts, kept only while changes are pending
+        self._table: PassageTable | None = None
         self._pos = {pid: i for i, pid in enumerate(ids)}
 
     @classmethod
@@ -309,21 +400,25 @@ class Bm25KeywordStore:
         return len(self._texts) if self._texts is not None else len(self._ids)
 
     def attach(self, passages: PassageTable) -> None:
-        """Give the store the passage texts it needs to rebuild after a change."""
+        """Give the store the passages it rebuilds from after a change (their texts are copied
+        at the first change, not at load: a search never needs them)."""
+        self._table = passages
+
+    def _pending(self) -> dict[str, str]:
         if self._texts is None:
-            self._texts = {p.id: p.text for p in passages}
+            if self._table is None:
+                raise RuntimeError("Bm25KeywordStore.attach(passages) must come before a change")
+            self._texts = {p.id: p.text for p in self._table}
+        return self._texts
 
     def upsert(self, passages: Sequence[Passage]) -> None:
-        if self._texts is None:
-            raise RuntimeError("Bm25KeywordStore.attach(passages) must come before a change")
-        self._texts.update({p.id: p.text for p in passages})
+        self._pending().update({p.id: p.text for p in passages})
         self._lexical = None
 
     def delete(self, passage_ids: Collection[str]) -> None:
-        if self._texts is None:
-            raise RuntimeError("Bm25KeywordStore.attach(passages) must come before a change")
+        texts = self._pending()
         for pid in passage_ids:
-            self._texts.pop(pid, None)
+            texts.pop(pid, None)
         self._lexical = None
 
     @property
@@ -336,20 +431,20 @@ class Bm25KeywordStore:
         return self._lexical
 
     def search(self, tokens: Sequence[str], latin: Sequence[str], k: int) -> list[tuple[str, float]]:
-        scores = self.lexical.scores(list(tokens), list(latin))
-        if not scores.size:
-            return []
-        k = min(k, scores.size)
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.lexsort((top, -scores[top]))]
-        return [(self._ids[i], float(scores[i])) for i in top.tolist() if scores[i] > 0]
+        positions, scores = self.lexical.top_k(list(tokens), list(latin), k)
+        return [(self._ids[i], s) for i, s in zip(positions.tolist(), scores.tolist(), strict=True)]
 
     def scores(self, tokens: Sequence[str], latin: Sequence[str], passage_ids: Collection[str]) -> dict[str, float]:
-        scores = self.lexical.scores(list(tokens), list(latin))
-        return {pid: float(scores[self._pos[pid]]) if pid in self._pos else 0.0 for pid in passage_ids}
+        lexical = self.lexical  # (re)builds the arrays and positions after a change
+        known = [pid for pid in passage_ids if pid in self._pos]
+        scores = lexical.scores_at(list(tokens), list(latin), np.array([self._pos[p] for p in known], np.int64))
+        return {pid: 0.0 for pid in passage_ids} | dict(zip(known, scores.tolist(), strict=True))
 
     def idf(self, tokens: Sequence[str]) -> np.ndarray:
         return self.lexical.idf(list(tokens))
+
+    def warm_up(self) -> None:
+        _ = self.lexical
 
     def save(self, folder: Path) -> None:
         lexical = self.lexical

@@ -208,6 +208,7 @@ def ensure_export(source: Path, backend: Backend, *, root: Path | None = None, f
     with _locked(target.parent / f".{target.name}.lock"):
         if not force and is_complete(target, source, backend):
             return target  # another process finished it while we waited
+        _remove_leftovers(target)
         started = time.perf_counter()
         log.warning(
             "Exporting the encoder for the %s backend into %s (once; this takes a few minutes)", backend, target
@@ -228,13 +229,20 @@ def ensure_export(source: Path, backend: Backend, *, root: Path | None = None, f
     return target
 
 
+def _remove_leftovers(target: Path) -> None:
+    """Temporary folders of an export that was killed. Called under the lock: no one is writing them."""
+    for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*"):
+        for path in target.parent.glob(pattern):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _export_into(tmp: Path, source: Path, backend: Backend, *, root: Path | None) -> dict[str, Any]:
     """Write the export into `tmp`; returns what the marker should say about how it was made."""
     _link_config(source, tmp)
     spec = SPECS[backend]
     if backend == "openvino":
         model = _load_for_export(source, spec, export=True)
-        with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{tmp.name}-save-") as saved:
+        with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f"{tmp.name}-save-") as saved:
             model.save_pretrained(saved)
             shutil.move(str(Path(saved) / "openvino"), str(tmp / "openvino"))
         return {"exported_by": "SentenceTransformer(backend='openvino').save_pretrained"}
@@ -264,7 +272,7 @@ def _quantize_openvino(parent: Path, tmp: Path) -> dict[str, Any]:
 
     texts, origin = calibration_texts()
     model = _load_for_export(parent, SPECS["openvino"], export=False, file_name=SPECS["openvino"].file_name)
-    with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{tmp.name}-calib-") as data:
+    with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f"{tmp.name}-calib-") as data:
         with (Path(data) / "train.jsonl").open("w", encoding="utf-8") as f:
             f.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
         try:

@@ -141,6 +141,15 @@ def test_export_redone_when_incomplete_or_source_changed(tmp_path: Path, fake_ex
     assert (target / "openvino" / "openvino_model.xml").read_text(encoding="utf-8") == "<xml/>"
 
 
+def test_killed_export_is_cleaned_up_by_the_next(tmp_path: Path, fake_exporter: list[str]) -> None:
+    source, root = _model_folder(tmp_path / "m"), tmp_path / "models"
+    target = backends.export_dir(source, "openvino", root)
+    for leftover in (f".{target.name}.tmp-dead", f".{target.name}.tmp-dead-calib-x"):
+        (root / leftover).mkdir(parents=True)  # what a process killed mid-export leaves
+    backends.ensure_export(source, "openvino", root=root)
+    assert sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock")) == [target.name]
+
+
 def test_failed_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source, root = _model_folder(tmp_path / "m"), tmp_path / "models"
 

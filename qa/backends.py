@@ -307,7 +307,7 @@ def calibration_texts(docs: str | Path | None = None, limit: int = CALIBRATION_S
     """
     from qa import DEFAULT_DOCS
     from qa.documents import read_documents
-    from qa.index import sentence_units, unit_texts
+    from qa.index import sentence_units
     from qa.split import collapse_duplicates, split_document
 
     folder = Path(docs or os.environ.get("QA_CALIBRATION_DOCS") or DEFAULT_DOCS)
@@ -317,7 +317,7 @@ def calibration_texts(docs: str | Path | None = None, limit: int = CALIBRATION_S
             f"Set QA_CALIBRATION_DOCS to a folder of documents like the ones you will index."
         )
     passages = collapse_duplicates([p for d in read_documents(folder) for p in split_document(d)])
-    units = sorted(set(unit_texts(passages, sentence_units(passages))))
+    units = sorted({p.text[u.start : u.end] for p in passages for u in sentence_units(p)})
     step = max(1, -(-len(units) // limit))
     return [f"passage: {t}" for t in units[::step][:limit]], str(folder.resolve())
 

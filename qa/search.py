@@ -7,6 +7,7 @@ Milvus collections.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -432,6 +433,12 @@ def _coverage(tokens: list[str], weights: np.ndarray, text: str) -> float:
     return found / total
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _fold_char(ch: str) -> str:
+    """`fold` of one character, remembered: highlighting folds every character of every hit."""
+    return fold(ch)
+
+
 def highlight_spans(text: str, tokens: list[str]) -> tuple[tuple[int, int], ...]:
     """Character spans of `text` where query terms occur (compared in `fold`ed form)."""
     terms = {t for t in tokens if len(t) >= 2 or t.isdigit()}
@@ -440,7 +447,7 @@ def highlight_spans(text: str, tokens: list[str]) -> tuple[tuple[int, int], ...]
     chars: list[str] = []
     origin: list[int] = []
     for i, ch in enumerate(text):
-        for c in fold(ch):
+        for c in _fold_char(ch):
             chars.append(c)
             origin.append(i)
     norm = "".join(chars)

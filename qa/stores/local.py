@@ -218,15 +218,16 @@ class FaissVectorStore:
 
     def unit_scores(self, query: np.ndarray, passage_ids: Collection[str]) -> dict[str, list[ScoredUnit]]:
         q = self._check(query)
+        vectors = np.asarray(self._vectors)  # a plain view of the memory map: no memmap object per lookup
         out: dict[str, list[ScoredUnit]] = {}
         for pid in passage_ids:
             rows = self.rows.get(pid)
             if rows is None:
                 continue
-            scores = np.asarray(self._vectors[rows] @ q).tolist()
+            scores = (vectors[rows] @ q).tolist()
             out[pid] = [
-                ScoredUnit(Unit(pid, int(self._spans[r, 0]), int(self._spans[r, 1])), float(s))
-                for r, s in zip(rows.tolist(), scores, strict=True)
+                ScoredUnit(Unit(pid, start, end), score)
+                for (start, end), score in zip(self._spans[rows].tolist(), scores, strict=True)
             ]
         return out
 

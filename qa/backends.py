@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -105,7 +106,7 @@ def missing_requirement(backend: Backend) -> str | None:
     spec = SPECS[backend]
     for module in spec.modules:
         try:
-            __import__(module)
+            importlib.import_module(module)
         except Exception as exc:  # an incompatible install fails with more than ImportError
             return (
                 f"The {backend!r} encoder backend needs {module.split('.')[0]}, which cannot be imported "

@@ -535,8 +535,8 @@ class MilvusPassageStore:
 class MilvusVectorStore:
     """Unit vectors (a passage whole and each of its sentences), searched by inner product.
 
-    `search` asks Milvus for the best units and keeps each passage's best; `unit_scores`
-    fetches the units' vectors and computes the cosines here, exactly as the FAISS store does.
+    `search` asks Milvus for the best units and keeps each passage's best; `unit_scores` gives
+    the cosine of every unit of the candidates, exactly (see `_exact_scores`), as the FAISS store.
     """
 
     def __init__(self, conn: Connection, name: str, dimension: int, index_type: str) -> None:

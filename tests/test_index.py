@@ -278,3 +278,27 @@ def test_unit_rows_found_in_runs_and_in_any_order():
     assert passages[shuffled][scattered.rows("a")].tolist() == ["a"] * 3
     assert spans[shuffled][scattered.rows("a")].tolist() == [[0, 9], [0, 4], [4, 9]]
     assert spans[shuffled][scattered.rows("c")].tolist() == [[0, 7], [3, 7]]
+
+
+def test_an_ivf_vector_store_round_trips_and_finds_the_nearest(tmp_path: Path):
+    """The approximate index (IVF, 8-bit codes) the store switches to on large collections:
+    saved and loaded with its search parameters, it proposes the passages exact search ranks first."""
+    from qa.stores import Unit
+    from qa.stores.local import IVF_NPROBE, FaissVectorStore
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    units = [Unit(f"{i // 3:016x}", 0 if i % 3 == 0 else 1, 9) for i in range(len(vectors))]
+    store = FaissVectorStore.empty(32)
+    store.upsert(units, vectors)
+    flat = FaissVectorStore.empty(32)
+    flat.upsert(units, vectors)
+    store = FaissVectorStore(32, store._passages, store._spans, store._vectors, kind="faiss-ivf-sq8-ip")
+    assert store.kind == "faiss-ivf-sq8-ip" and store.index.nprobe == IVF_NPROBE
+    store.save(tmp_path)
+    again = FaissVectorStore.load(tmp_path, dimension=32, count=len(vectors))
+    assert again.kind == "faiss-ivf-sq8-ip" and again.index.nprobe == IVF_NPROBE
+    q = vectors[42]
+    assert again.search(q, 1)[0][0] == flat.search(q, 1)[0][0] == f"{42 // 3:016x}"
+    assert again.unit_scores(q, [f"{42 // 3:016x}"])[f"{42 // 3:016x}"][0].score == pytest.approx(float(vectors[42] @ q))

@@ -58,6 +58,7 @@ from qa import (
     open_or_build,
     parse_document,
 )
+from qa.stores.local import set_faiss_threads
 from ui.render import CSS, answer_html, esc, question_html, source_view_html
 
 DEFAULT_K = 5
@@ -651,6 +652,7 @@ def serve(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = DEFAULT_I
     """Run the chat until Ctrl+C: update the index if needed, launch on host:port while the
     model loads (the first search waits for it)."""
     started = time.perf_counter()
+    set_faiss_threads(1)  # searches run side by side: one thread each (see qa.stores.local)
     retriever = prepare_retriever(docs_dir, index_dir, model=model, background=True)
     app = create_app(retriever, docs_dir, feedback_path=feedback_path)
     try:

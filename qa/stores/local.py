@@ -332,6 +332,13 @@ class _UnitGroups:
         return np.arange(self._starts[run], self._starts[run + 1])
 
 
+def set_faiss_threads(threads: int) -> None:
+    """FAISS's OpenMP threads, process-wide. A server answering several questions at once on
+    few cores wants one: with two, one exact search over 40k vectors took 4.5x as long (92 ms
+    against 20) on a busy 2-core machine, the threads waiting on each other (bench/RESULTS.md)."""
+    faiss.omp_set_num_threads(threads)
+
+
 def _faiss_index(vectors: np.ndarray, kind: str) -> faiss.Index:
     dim = vectors.shape[1]
     index: faiss.Index

@@ -48,8 +48,11 @@ format: install
 	$(BIN)/ruff check --fix qa ui tests bench
 	$(BIN)/ruff format qa ui tests bench
 
-bench: install
-	$(TEST_ENV) $(BIN)/python bench/bench_retrieval.py
+# Start-up time and memory of qa serve over the seed index (numbers printed, never asserted).
+# Studies that need an index argument: bench/backends.py, bench/calibration.py, bench/ranker.py,
+# bench/followups.py, bench/milvus_scale.py (see each file's docstring).
+bench: index
+	$(TEST_ENV) $(BIN)/python bench/startup.py --index $(INDEX) --docs $(DOCS)
 
 # Coverage-guided fuzzing of the ingest path (atheris); findings go to artifacts/fuzz/findings/.
 FUZZ_SECONDS ?= 600

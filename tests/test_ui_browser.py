@@ -72,10 +72,12 @@ def page(browser, server):
 
 
 def ask(page, question: str) -> None:
+    """Ask in the chat and wait for the new reply (not an earlier one)."""
+    before = page.locator("#qa-chat .qa-answer").count()
     box = page.locator("#qa-question textarea")
     box.fill(question)
     box.press("Enter")
-    page.locator("#qa-chat .qa-answer").last.wait_for()
+    page.wait_for_function(f"() => document.querySelectorAll('#qa-chat .qa-answer').length > {before}")
 
 
 def test_question_shows_answer_with_citation(page, server):
@@ -151,7 +153,7 @@ def test_the_start_of_a_new_reply_stays_in_view(page):
     assert chat["y"] - 5 <= reply["y"] <= chat["y"] + chat["height"] * 0.5, (chat, reply)
     answer = page.locator("#qa-chat .qa-answer").last
     assert answer.locator(".qa-answerline").inner_text().startswith("答：")
-    assert answer.locator("details.qa-more summary").inner_text().startswith("更多相关段落")
+    assert answer.locator("details.qa-more > summary").inner_text().startswith("更多相关段落")
     _shot(page, "ui-reply-start.png")
 
 

@@ -58,7 +58,7 @@ from qa.errors import IndexCorruptError, IndexMismatchError, QAError, StoreError
 from qa.lexical import BM25_PARAMS, pinyin_terms, tokenize
 from qa.manifest import Manifest, StoreInfo
 from qa.split import Passage, Source
-from qa.stores import ScoredUnit, Unit
+from qa.stores import ScoredUnit, Unit, check_query
 
 if TYPE_CHECKING:
     from qa.index import Stores
@@ -575,13 +575,7 @@ class MilvusVectorStore:
             self._conn.write("delete", self.name, filter=_ids_expr("passage_id", batch))
 
     def _check(self, query: np.ndarray) -> np.ndarray:
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
-        if q.shape[0] != self._dimension:
-            raise IndexMismatchError(
-                f"The query vector has dimension {q.shape[0]} but the index holds vectors of dimension "
-                f"{self._dimension}: the model differs from the one the index was built with. Rebuild it: qa index build"
-            )
-        return q
+        return check_query(query, self._dimension)
 
     def _search_params(self, limit: int) -> dict[str, Any]:
         params: dict[str, Any] = {}

@@ -301,4 +301,6 @@ def test_an_ivf_vector_store_round_trips_and_finds_the_nearest(tmp_path: Path):
     assert again.kind == "faiss-ivf-sq8-ip" and again.index.nprobe == IVF_NPROBE
     q = vectors[42]
     assert again.search(q, 1)[0][0] == flat.search(q, 1)[0][0] == f"{42 // 3:016x}"
-    assert again.unit_scores(q, [f"{42 // 3:016x}"])[f"{42 // 3:016x}"][0].score == pytest.approx(float(vectors[42] @ q))
+    assert again.unit_scores(q, [f"{42 // 3:016x}"])[f"{42 // 3:016x}"][0].score == pytest.approx(
+        float(vectors[42] @ q)
+    )

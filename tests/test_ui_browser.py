@@ -132,7 +132,7 @@ def _shot(page, name: str) -> None:
 def _upload(page, paths: list[Path]) -> str:
     """Upload files through the documents tab and wait for the index update; returns the status."""
     page.get_by_role("tab", name="文档").click()
-    page.locator("input[type=file]").set_input_files([str(p) for p in paths])
+    page.locator("input[type=file][multiple]").set_input_files([str(p) for p in paths])  # not the table's CSV input
     page.get_by_role("button", name="上传并更新索引").click()
     page.wait_for_function(
         "() => [...document.querySelectorAll('textarea')].some(t => t.value.includes('索引已更新') || t.value.includes('未加入'))",

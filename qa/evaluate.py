@@ -542,7 +542,10 @@ def run_eval_command(args: argparse.Namespace) -> int:
         if args.calibrate:
             raise QuerySetError("--cross-docs reports the index's calibration; calibrate in a separate run.")
         results = [cross_document_eval(retriever, queries, args.k, mode=m, progress=True) for m in modes]
-        print("Leave one document out: each document left out in turn; its questions count as unanswerable.")
+        print(
+            "Leave one document out: each document left out in turn; its questions count as unanswerable.",
+            file=sys.stderr,
+        )
     else:
         results = [evaluate(retriever, queries, args.k, mode=m, progress=sys.stderr.isatty()) for m in modes]
     if args.calibrate:

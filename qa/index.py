@@ -164,13 +164,17 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
         shutil.rmtree(backup)
 
 
+# A first Milvus build that failed leaves its Lite file (and lock files) in the new folder.
+_LITE_FILES = frozenset({"milvus.db", ".milvus.db.lock", ".milvus.db.qa.lock", ".milvus.db.qa-writer.lock"})
+
+
 def _check_target(target: Path) -> None:
     """Refuse to replace a folder that is not a qa index: it belongs to the user."""
     if not target.exists():
         return
     if not target.is_dir():
         raise QAError(f"{target} exists and is not a folder. Choose another --index path.")
-    if any(target.iterdir()) and not (target / MANIFEST).exists():
+    if any(p.name not in _LITE_FILES for p in target.iterdir()) and not (target / MANIFEST).exists():
         raise QAError(
             f"{target} is not empty and holds no qa index ({MANIFEST} missing); it is left untouched. "
             f"Choose another --index path, or empty that folder yourself."
@@ -192,7 +196,36 @@ def read_manifest(index_dir: str | Path) -> Manifest:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise IndexCorruptError(f"{path} cannot be read ({exc}). Rebuild the index: qa index build") from exc
-    return Manifest.from_json(text, where=str(path))
+    return _shared_manifest(folder, Manifest.from_json(text, where=str(path)))
+
+
+def _shared_manifest(folder: Path, manifest: Manifest) -> Manifest:
+    """An index on Milvus keeps its manifest in Milvus too: another process, on this machine or
+    another, that updated the index wrote a newer generation there, and that one wins."""
+    store = manifest.store
+    if store is None or store.kind != "milvus":
+        return manifest
+    from qa.stores import milvus
+
+    return milvus.load_manifest(store, folder, newer_than=manifest.generation) or manifest
+
+
+def _store_lock(info: StoreInfo | None, folder: Path) -> contextlib.AbstractContextManager[None]:
+    """The store's writer lock (Milvus: shared by every index folder on that store), else nothing."""
+    if info is None or info.kind != "milvus":
+        return contextlib.nullcontext()
+    from qa.stores import milvus
+
+    return milvus.writer_lock(info, folder)
+
+
+def _read_file_generation(folder: Path) -> int:
+    """The generation of the manifest file alone (what on_disk_generation polls)."""
+    path = folder / MANIFEST
+    try:
+        return Manifest.from_json(path.read_text(encoding="utf-8"), where=str(path)).generation
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexMissingError(f"{path} cannot be read ({exc}).") from exc
 
 
 def verify_files(folder: Path, manifest: Manifest) -> None:
@@ -211,6 +244,17 @@ def verify_files(folder: Path, manifest: Manifest) -> None:
             raise IndexCorruptError(f"Index file {path} is altered (checksum mismatch). {fix}")
 
 
+def _same_file(path: Path, entry: FileEntry) -> bool:
+    return path.stat().st_size == entry.bytes and sha256_file(path) == entry.sha256
+
+
+def _skipped_files(root: Path, docs: Sequence[Document]) -> dict[str, FileEntry]:
+    """The document files that could not be read, so that they do not count as new next time."""
+    read = {d.path for d in docs}
+    files = {p.relative_to(root).as_posix(): p for p in iter_files(root)}
+    return {f: FileEntry(sha256_file(p), p.stat().st_size) for f, p in files.items() if f not in read}
+
+
 def stale_documents(manifest: Manifest) -> list[str]:
     """Differences between the documents on disk and those the index was built from."""
     root = Path(manifest.docs_dir)
@@ -218,7 +262,8 @@ def stale_documents(manifest: Manifest) -> list[str]:
         return [f"the documents folder {root} no longer exists"]
     indexed = {d.file: d for d in manifest.documents}
     on_disk = {p.relative_to(root).as_posix(): p for p in iter_files(root)}
-    changes = [f"new: {f}" for f in sorted(set(on_disk) - set(indexed))]
+    unreadable = {f for f, e in manifest.skipped.items() if f in on_disk and _same_file(on_disk[f], e)}
+    changes = [f"new: {f}" for f in sorted(set(on_disk) - set(indexed) - unreadable)]
     changes += [f"deleted: {f}" for f in sorted(set(indexed) - set(on_disk))]
     for f in sorted(set(indexed) & set(on_disk)):
         stat, entry = on_disk[f].stat(), indexed[f]
@@ -292,13 +337,19 @@ class Index:
         """The generation of the manifest on disk now (None if it cannot be read): another
         process that updated the index bumped it."""
         try:
-            return read_manifest(self.folder).generation
+            local = _read_file_generation(self.folder)
+            store = self.manifest.store
+            if store is not None and store.kind == "milvus":
+                from qa.stores import milvus
+
+                return max(local, milvus.generation(store, self.folder) or 0)
+            return local
         except QAError:
             return None
 
     def save_calibration(self, cal: Calibration) -> None:
         """Store a new calibration in the manifest (the files it checksums are unchanged)."""
-        with _build_lock(self.folder):
+        with _build_lock(self.folder), _store_lock(self.manifest.store, self.folder):
             current = read_manifest(self.folder)
             manifest = replace(current.with_calibration(cal), generation=current.generation + 1)
             _write_manifest(self.folder, manifest)
@@ -435,13 +486,14 @@ def build_index(
     root, target = Path(docs_dir), Path(index_dir)
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(target):
+    with _build_lock(target), contextlib.ExitStack() as held:
         _recover(target)
         skipped: list[str] = []
         docs = read_documents(root, skipped=skipped, on_progress=report)
         params = _params(max_chars, near_dup)
         old = _read_manifest_quietly(target)
         info = _store_info(store, uri, token_env, old, target)
+        held.enter_context(_store_lock(info, target))
         if not force and old and _unchanged(target, old, docs, params, root, dense, model, encoder, info):
             return BuildReport(
                 str(target), len(docs), old.passage_count, old.duplicates_collapsed, old.store.vectors if old.store else 0,
@@ -472,7 +524,7 @@ def build_index(
             store=replace(info, vectors=len(stores.vectors), dimension=stores.vectors.dimension,
                           index=stores.vectors.kind) if stores.vectors is not None else
                   replace(info, vectors=0, dimension=0, index="none"),
-            model=minfo, calibration=calibration.for_manifest(old, minfo),
+            model=minfo, calibration=calibration.for_manifest(old, minfo), skipped=_skipped_files(root, docs),
             generation=(old.generation + 1) if old else 1,
         )  # fmt: skip
         report(Stage.WRITE, 0, 1)
@@ -494,7 +546,11 @@ def _read_manifest_quietly(target: Path) -> Manifest | None:
 def _store_info(kind: StoreKind | None, uri: str | None, token_env: str | None, old: Manifest | None,
                 target: Path) -> StoreInfo:  # fmt: skip
     """The store a build writes to: the one asked for, else the existing index's, else FAISS."""
-    if kind is None and old is not None and old.store is not None:
+    if (
+        old is not None
+        and old.store is not None
+        and (kind is None or (kind == old.store.kind and uri is None and token_env is None))
+    ):
         return old.store
     if (kind or "faiss") == "faiss":
         if uri:
@@ -564,11 +620,13 @@ def _apply(stores: Stores, passages: Sequence[Passage], enc: Encoder | None, rei
         stores.vectors.upsert(units, vectors)
         embedded, reused = len(set(texts)), len(stores.vectors) - len(units)
     report(Stage.KEYWORDS, 0, 1)
-    stores.passages.delete(removed)
-    stores.passages.upsert(added + moved)
     stores.keywords.delete(removed)
     stores.keywords.upsert(passages if reindex_keywords else added)
     report(Stage.KEYWORDS, 1, 1)
+    # Passages last: on a store updated in place (Milvus), a passage that is there has its
+    # units and keywords, so a build interrupted before this line is repaired by the next.
+    stores.passages.delete(removed)
+    stores.passages.upsert(added + moved)
     return embedded, reused
 
 
@@ -634,6 +692,8 @@ def _unchanged(
         return False
     if {d.file: d.sha256 for d in manifest.documents} != {d.path: d.sha256 for d in docs}:
         return False
+    if set(manifest.skipped) != set(_skipped_files(root, docs)):
+        return False
     if dense != manifest.dense or manifest.store is None:
         return False
     if (manifest.store.kind, manifest.store.uri, manifest.store.collection) != (info.kind, info.uri, info.collection):
@@ -645,6 +705,10 @@ def _unchanged(
             return False
     try:
         verify_files(folder, manifest)
+        if manifest.store.kind == "milvus":
+            from qa.stores import milvus
+
+            milvus.verify(folder, manifest)
     except QAError:
         return False
     return True
@@ -657,6 +721,7 @@ class Opened:
     index: Index
     report: BuildReport | None = None
     reasons: tuple[str, ...] = ()
+    encoder: Encoder | None = None  # the encoder the build loaded, to search with (no second load)
 
 
 def open_or_build(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = DEFAULT_INDEX, *,
@@ -678,8 +743,9 @@ def open_or_build(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = D
     dense = manifest is None or manifest.dense
     name = model or (manifest.model.name if manifest and manifest.model else None)
     splitter = manifest.splitter if manifest else Splitter(DEFAULT_MAX_CHARS, DEFAULT_NEAR_DUP)
+    encoder = encoder or (SentenceTransformerEncoder(name) if dense else None)
     report = build_index(
-        docs_dir, index_dir, encoder=encoder or (SentenceTransformerEncoder(name) if dense else None), dense=dense,
-        max_chars=splitter.max_chars, near_dup=splitter.near_dup, on_progress=on_progress,
+        docs_dir, index_dir, encoder=encoder, dense=dense, max_chars=splitter.max_chars, near_dup=splitter.near_dup,
+        on_progress=on_progress,
     )  # fmt: skip
-    return Opened(Index.open(index_dir), report, tuple(reasons))
+    return Opened(Index.open(index_dir), report, tuple(reasons), encoder)

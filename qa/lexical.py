@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
 import unicodedata
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import bm25s
-import jieba
 import numpy as np
 import opencc
 
 from qa.cache import cache_root
+
+with warnings.catch_warnings():
+    # jieba imports pkg_resources when setuptools has it (< 81, pinned by the [milvus] extra),
+    # which warns on every run.
+    warnings.simplefilter("ignore", UserWarning)
+    import jieba
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
@@ -243,9 +250,18 @@ def warm_up() -> None:
 _t2s = opencc.OpenCC("t2s")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_surrogates(text: str) -> str:
+    """`text` with each lone surrogate (an undecodable byte of a command line argument) replaced
+    by U+FFFD, so that it can be encoded as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def fold(text: str) -> str:
     """The form keywords are compared in: NFKC, lower case, traditional characters as simplified."""
-    return str(_t2s.convert(unicodedata.normalize("NFKC", text).lower()))
+    return str(_t2s.convert(replace_surrogates(unicodedata.normalize("NFKC", text).lower())))
 
 
 def tokenize(text: str, *, keep_stopwords: bool = False) -> list[str]:
@@ -271,9 +287,15 @@ def pinyin_terms(tokens: list[str]) -> list[str]:
 
     They let the Latin words of an English question (names, places: "Zhong Nanshan",
     "Tongji", "Wuhan") meet the Chinese text they stand for."""
+    return [_pinyin(t) for t in tokens if _CJK_WORD.fullmatch(t)]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _pinyin(word: str) -> str:
+    # Words repeat: caching them halves the time of indexing the seeds (pypinyin is the slow part).
     from pypinyin import lazy_pinyin  # only indexing needs it (its dictionaries take a while to import)
 
-    return ["".join(lazy_pinyin(t)) for t in tokens if _CJK_WORD.fullmatch(t)]
+    return "".join(lazy_pinyin(word))
 
 
 def latin_terms(query: str) -> list[str]:

@@ -8,6 +8,7 @@ never gets halfway into the engine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -216,6 +217,7 @@ class Manifest:
     model: ModelInfo | None
     calibration: Calibration
     files: Mapping[str, FileEntry] = field(default_factory=dict)
+    skipped: Mapping[str, FileEntry] = field(default_factory=dict)  # unreadable files seen, so they are not "new"
     generation: int = 1
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -253,10 +255,13 @@ class Manifest:
             "model": {**asdict(self.model), "probe": list(self.model.probe)} if self.model else None,
             "calibration": self.calibration.to_dict(),
             "files": {name: asdict(f) for name, f in sorted(self.files.items())},
+            "skipped": {name: asdict(f) for name, f in sorted(self.skipped.items())},
         }  # fmt: skip
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
+        """The manifest as JSON, with a checksum of its own content (any altered byte is caught)."""
+        d = self.to_dict()
+        return json.dumps({**d, "checksum": _checksum(d)}, ensure_ascii=False, indent=2)
 
     @classmethod
     def from_json(cls, text: str, *, where: str = MANIFEST) -> Manifest:
@@ -273,6 +278,8 @@ class Manifest:
                 f"{where} has index format {d.get('format_version')}, this qa reads format {FORMAT_VERSION}. "
                 f"{fix} --force"
             )
+        if d.get("checksum") != _checksum({k: v for k, v in d.items() if k != "checksum"}):
+            raise IndexCorruptError(f"{where} is altered (its checksum does not match its content). {fix} --force")
         try:
             return cls._from_dict(d)
         except _Invalid as exc:
@@ -298,5 +305,15 @@ class Manifest:
                                      _get(f, "bytes", int, f"files.{name}"))
                 for name, f in files.items()
             },
+            skipped={
+                str(name): FileEntry(_get(_obj(f, f"skipped.{name}"), "sha256", str, f"skipped.{name}"),
+                                     _get(f, "bytes", int, f"skipped.{name}"))
+                for name, f in _obj(d.get("skipped", {}), "skipped").items()
+            },
             generation=int(d.get("generation", 1)),
         )  # fmt: skip
+
+
+def _checksum(d: Mapping[str, Any]) -> str:
+    canonical = json.dumps(d, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -27,7 +27,7 @@ from qa.errors import IndexMismatchError, QueryError
 from qa.followup import with_context
 from qa.fusion import DEFAULT_FUSION, FUSIONS, Candidate, Fusion, fuse
 from qa.index import Index, check_model
-from qa.lexical import fold, latin_terms, tokenize
+from qa.lexical import fold, latin_terms, replace_surrogates, tokenize
 from qa.manifest import Calibration, Manifest, Verdict
 from qa.split import Passage, Source, split_sentences
 from qa.stores import ScoredUnit
@@ -290,7 +290,7 @@ class Retriever:
                 f"Use --mode lexical, or rebuild with a model: qa index build --index {index.folder}"
             )
         warnings: list[str] = []
-        query = query.strip()
+        query = replace_surrogates(query.strip())
         if len(query) > MAX_QUERY_CHARS:
             warnings.append(f"The query was {len(query)} characters long and was cut to its first {MAX_QUERY_CHARS}.")
             log.warning(warnings[-1])

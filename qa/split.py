@@ -1,16 +1,22 @@
 """Stage 2: Chinese-aware sentence splitting, passages with provenance, duplicate collapsing.
 
 A passage is a run of whole sentences of one paragraph, at most `max_chars` long (a
-single longer sentence is cut at commas, then hard). Passages whose text is the same
+single longer sentence is cut at commas, then hard), opened by the short heading lines
+before it when they fit (up to HEADING_MAX_CHARS more); short lines that do not fit are
+packed into passages of their own. Only whitespace is left out. Passages whose text is the same
 after NFKC and whitespace normalization, or nearly the same (Jaccard similarity of
 character shingles >= `near_dup`), are collapsed into one that cites every source.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import re
 import unicodedata
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from qa.documents import Document
@@ -112,31 +118,59 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS) -> list[Pa
     """The passages of one document, in reading order, each with one `Source`.
 
     A short paragraph (a heading such as "【篇1】疫情防控工作会议讲话") is not a passage of
-    its own: it opens the next paragraph's first passage, which it gives context.
+    its own: it opens the next paragraph's first passage, which it gives context. Short
+    paragraphs that do not fit there (a list, the cells of a table) become passages of their
+    own, packed together like sentences.
     """
     if max_chars < 20:
         raise ValueError(f"max_chars must be at least 20, got {max_chars}")
     passages: list[Passage] = []
-    heading: tuple[int, int] | None = None  # (paragraph number, start) of pending headings
+    pending: list[tuple[int, int, int]] = []  # short paragraphs (number, start, end) waiting for the next one
     paragraphs = doc.paragraphs
+
+    def add(first: int, start: int, end: int) -> None:
+        text = doc.text[start:end]
+        if normalize(text):
+            src = Source(doc.path, doc.title, first, start, end, len(passages), doc.page_at(start))
+            passages.append(Passage(passage_id(text), text, (src,)))
+
+    def flush(lines: list[tuple[int, int, int]]) -> None:
+        for first, start, end in _pack_lines(doc.text, lines, max_chars):
+            add(first, start, end)
+
     for number, (p_start, p_end) in enumerate(paragraphs, start=1):
         paragraph = doc.text[p_start:p_end]
         if not normalize(paragraph):
             continue
         if p_end - p_start < HEADING_MAX_CHARS and number < len(paragraphs):
-            heading = heading or (number, p_start)
+            pending.append((number, p_start, p_end))
             continue
         for i, (s, e) in enumerate(pack_sentences(paragraph, max_chars)):
             start, first = p_start + s, number
-            if i == 0 and heading is not None and p_start + e - heading[1] <= max_chars + HEADING_MAX_CHARS:
-                first, start = heading
-            heading = None
-            text = doc.text[start : p_start + e]
-            if normalize(text):
-                src = Source(doc.path, doc.title, first, start, p_start + e, len(passages), doc.page_at(start))
-                passages.append(Passage(passage_id(text), text, (src,)))
-        heading = None
+            if i == 0 and pending:
+                keep = len(pending)  # the headings nearest the paragraph that fit in its first passage
+                while keep and p_start + e - pending[-keep][1] > max_chars + HEADING_MAX_CHARS:
+                    keep -= 1
+                flush(pending[: len(pending) - keep])
+                if keep:
+                    first, start = pending[-keep][0], pending[-keep][1]
+                pending = []
+            add(first, start, p_start + e)
+    flush(pending)  # only whitespace followed them
     return passages
+
+
+def _pack_lines(text: str, lines: list[tuple[int, int, int]], max_chars: int) -> list[tuple[int, int, int]]:
+    """Consecutive short paragraphs (number, start, end) packed into spans (number of the first,
+    start, end) of at most `max_chars` characters."""
+    spans: list[tuple[int, int, int]] = []
+    for number, start, end in lines:
+        for s, e in pack_sentences(text[start:end], max_chars):  # cuts a line only if max_chars < HEADING_MAX_CHARS
+            if spans and start + e - spans[-1][1] <= max_chars:
+                spans[-1] = (spans[-1][0], spans[-1][1], start + e)
+            else:
+                spans.append((number, start + s, start + e))
+    return spans
 
 
 def shingles(text: str, n: int = SHINGLE) -> frozenset[str]:
@@ -149,16 +183,19 @@ def shingles(text: str, n: int = SHINGLE) -> frozenset[str]:
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     if not a and not b:
         return 1.0
-    return len(a & b) / len(a | b)
+    common = len(a & b)
+    return common / (len(a) + len(b) - common)
 
 
 def collapse_duplicates(passages: list[Passage], near_dup: float = DEFAULT_NEAR_DUP) -> list[Passage]:
     """Merge exact and near-duplicate passages into the first of them, keeping every source.
 
-    Near-duplicates are found among passages whose shingle-set sizes are within the
-    ratio `near_dup` (a necessary condition for Jaccard >= near_dup), so the work stays
-    close to linear for a corpus of distinct texts.
+    Only pairs that pass the size, prefix and position filters of `_candidates` are compared:
+    each filter is necessary for Jaccard >= near_dup, so the result is that of comparing every
+    pair, and the work stays close to linear for a corpus of distinct texts.
     """
+    if near_dup <= 0:
+        raise ValueError(f"near_dup must be above 0 (1 turns near-duplicate merging off), got {near_dup}")
     kept: dict[str, Passage] = {}
     for p in passages:
         if p.id in kept:
@@ -173,12 +210,12 @@ def collapse_duplicates(passages: list[Passage], near_dup: float = DEFAULT_NEAR_
     sets = [shingles(p.text) if len(normalize(p.text)) >= NEAR_DUP_MIN_CHARS else frozenset() for p in unique]
     by_size = sorted(range(len(unique)), key=lambda i: len(sets[i]))
     parent = list(range(len(unique)))
-    for pos, i in enumerate(by_size):
-        for j in by_size[pos + 1 :]:
-            if len(sets[i]) < near_dup * len(sets[j]):
-                break
-            if sets[i] and parent[j] == j and jaccard(sets[i], sets[j]) >= near_dup:
+    # Each passage joins the group of the first (in by_size order) earlier passage it nearly equals.
+    for j, earlier in _candidates(sets, by_size, near_dup):
+        for i in earlier:
+            if jaccard(sets[i], sets[j]) >= near_dup:
                 parent[j] = _root(parent, i)
+                break
     merged: dict[int, Passage] = {}
     for i, p in enumerate(unique):
         r = _root(parent, i)
@@ -186,6 +223,39 @@ def collapse_duplicates(passages: list[Passage], near_dup: float = DEFAULT_NEAR_
         merged[r] = p if head is None else replace(head, sources=head.sources + p.sources)
     # Keep reading order of the first occurrence.
     return sorted(merged.values(), key=lambda p: (p.source.file, p.source.order))
+
+
+def _candidates(sets: list[frozenset[str]], by_size: list[int], near_dup: float) -> Iterator[tuple[int, list[int]]]:
+    """For each non-empty set j (in `by_size` order), the earlier non-empty sets, in that order,
+    that may reach Jaccard >= near_dup with it.
+
+    Three filters, each necessary for Jaccard >= t (Xiao et al.'s PPJoin): sizes within the
+    ratio t; with the shingles of every set in one global order (rarest first), a shared
+    shingle among the first |s| - ceil(t * |s|) + 1 of each (prefix); and enough shingles
+    after the first shared one to reach the overlap t / (1 + t) * (|x| + |y|) (position)."""
+    freq = Counter(g for s in sets for g in s)
+    rank = {g: r for r, g in enumerate(sorted(freq, key=lambda g: (freq[g], g)))}
+    sizes = [len(sets[i]) for i in by_size]
+    # shingle -> (position in by_size, index of the shingle in that set's order), positions ascending
+    seen: dict[str, list[tuple[int, int]]] = {}
+    for pos, j in enumerate(by_size):
+        if not sets[j]:
+            continue
+        size = sizes[pos]
+        ordered = sorted(sets[j], key=rank.__getitem__)
+        # int() rounds down: a prefix one shingle longer than needed only adds candidates
+        prefix = ordered[: size - int(near_dup * size) + 1]
+        lo = (bisect.bisect_left(sizes, near_dup * size), -1)  # smaller sets cannot reach near_dup
+        first: dict[int, bool] = {}  # candidate -> may it reach the overlap, from its first shared shingle
+        for at, g in enumerate(prefix):
+            postings = seen.get(g, [])
+            for q, q_at in itertools.islice(postings, bisect.bisect_left(postings, lo), None):
+                if q not in first:
+                    most = 1 + min(size - at - 1, sizes[q] - q_at - 1)
+                    first[q] = most >= near_dup / (1 + near_dup) * (size + sizes[q]) - 1e-9
+        yield j, [by_size[q] for q in sorted(q for q, ok in first.items() if ok)]
+        for at, g in enumerate(prefix):
+            seen.setdefault(g, []).append((pos, at))
 
 
 def _root(parent: list[int], i: int) -> int:

@@ -112,3 +112,12 @@ def launched_app(root: Path, seed_index: Path, encoder: Any, **options: Any) -> 
         yield LiveApp(url, docs, index, feedback)
     finally:
         app.close(verbose=False)
+
+
+# Property tests: `make test` runs the "ci" profile; HYPOTHESIS_PROFILE=fuzz runs many more examples.
+with contextlib.suppress(ImportError):
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("fuzz", max_examples=20_000, deadline=None, suppress_health_check=list(HealthCheck))
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -64,3 +64,25 @@ def test_info(lexical_index: Path, capsys):
     assert main(["index", "info", "--index", str(lexical_index)]) == 0
     out = capsys.readouterr().out
     assert "Passages:" in out and "up to date" in out
+
+
+def test_the_engine_never_imports_its_ui():
+    """`qa serve` runs `python -m ui`; nothing under qa/ imports ui or gradio."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    pattern = re.compile(r"^\s*(from|import)\s+(ui|gradio)\b", re.MULTILINE)
+    offenders = [p.name for p in (root / "qa").rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+def test_serve_hands_over_to_the_ui_module(monkeypatch):
+    import os
+    import sys
+
+    calls = []
+    monkeypatch.setattr(os, "execv", lambda exe, argv: calls.append(argv))
+    main(["serve", "--index", "x", "--docs", "d", "--port", "7999"])
+    assert calls == [
+        [sys.executable, "-m", "ui", "--docs", "d", "--index", "x", "--host", "127.0.0.1", "--port", "7999"]
+    ]

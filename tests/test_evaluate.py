@@ -97,10 +97,15 @@ def test_evaluate_uses_the_same_search(hash_index: Path):
 def test_eval_command_writes_report_plot_and_calibration(hash_index: Path, tmp_path: Path, capsys):
     index = tmp_path / "index"
     shutil.copytree(hash_index, index)
-    lines = QUERIES.read_text(encoding="utf-8").splitlines()[:20] + [
-        '{"id": "bogus", "query": "上海", "answers": ["这句话不在语料里"], "kind": "fact"}',
-        '{"id": "u1", "query": "红烧肉怎么做", "answers": [], "kind": "unanswerable"}',
-    ]
+    dev = DEV.read_text(encoding="utf-8").splitlines()
+    unanswerable = [line for line in dev if '"answers": []' in line]
+    lines = (
+        [line for line in dev if line not in unanswerable][:20]
+        + unanswerable[:8]
+        + [
+            '{"id": "bogus", "query": "上海", "answers": ["这句话不在语料里"], "kind": "fact"}',
+        ]
+    )
     qfile = _write(tmp_path, lines)
     report, plot = tmp_path / "r.md", tmp_path / "p.png"
     import qa.search

@@ -296,7 +296,8 @@ def test_pdf_and_docx_are_found_and_cited_with_page_and_title(tmp_path: Path, ca
 
 
 def test_an_index_written_before_pages_still_loads(tmp_path: Path):
-    from qa.index import _passage_from_json, build_index, load_index
+    from qa.index import build_index, load_index
+    from qa.stores.local import passage_from_json
 
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "rules.pdf").write_bytes(pdf_bytes(layout(RULES, lines_per_page=4)))
@@ -306,4 +307,4 @@ def test_an_index_written_before_pages_still_loads(tmp_path: Path):
     row = json.loads(jsonl.read_text(encoding="utf-8").splitlines()[-1])
     assert row["sources"][0]["page"] == 3
     del row["sources"][0]["page"]  # as written before pages were recorded
-    assert _passage_from_json(json.dumps(row)).source.page is None
+    assert passage_from_json(json.dumps(row)).source.page is None

@@ -12,7 +12,7 @@ import pytest
 
 from qa.errors import IndexCorruptError, IndexMissingError, QAError
 from qa.index import Index, build_index, load_index, open_or_build, read_manifest, stale_documents
-from qa.manifest import MANIFEST, Manifest
+from qa.manifest import MANIFEST, Manifest, _checksum
 from qa.progress import Stage
 from qa.stores.local import FaissVectorStore
 from tests.conftest import SEEDS
@@ -67,7 +67,9 @@ def test_truncated_or_altered_files_are_named(hash_index: Path, tmp_path: Path, 
 def test_bad_manifest_and_wrong_version(hash_index: Path, tmp_path: Path):
     folder = _copy(hash_index, tmp_path)
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    (folder / MANIFEST).write_text(json.dumps({**manifest, "format_version": 99}), encoding="utf-8")
+    (folder / MANIFEST).write_text(
+        json.dumps({**manifest, "format_version": 99}), encoding="utf-8"
+    )  # an older/newer qa
     with pytest.raises(IndexCorruptError, match="format 99.*qa index build"):
         load_index(folder)
     (folder / MANIFEST).write_text("{not json", encoding="utf-8")
@@ -206,6 +208,10 @@ def test_a_malformed_manifest_names_the_field(hash_index: Path, tmp_path: Path, 
     folder = _copy(hash_index, tmp_path)
     d = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     change(d)
+    (folder / MANIFEST).write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match=r"manifest.json is altered.*qa index build"):
+        Index.open(folder)
+    d["checksum"] = _checksum({k: v for k, v in d.items() if k != "checksum"})  # as another tool might write it
     (folder / MANIFEST).write_text(json.dumps(d), encoding="utf-8")
     with pytest.raises(IndexCorruptError, match=message + r".*qa index build"):
         Index.open(folder)

@@ -72,10 +72,12 @@ def page(browser, server):
 
 
 def ask(page, question: str) -> None:
+    """Ask in the chat and wait for the new reply (not an earlier one)."""
+    before = page.locator("#qa-chat .qa-answer").count()
     box = page.locator("#qa-question textarea")
     box.fill(question)
     box.press("Enter")
-    page.locator("#qa-chat .qa-answer").last.wait_for()
+    page.wait_for_function(f"() => document.querySelectorAll('#qa-chat .qa-answer').length > {before}")
 
 
 def test_question_shows_answer_with_citation(page, server):
@@ -119,3 +121,103 @@ def test_markup_in_documents_is_shown_as_text_and_never_runs(page):
     page.get_by_role("tab", name="文档").click()
     page.get_by_text('<img src=x onerror="window.__xss=1">安全测试', exact=True).wait_for()
     assert page.evaluate("typeof window.__xss") == "undefined"
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(300)  # let the chat settle before the picture
+    page.screenshot(path=str(ARTIFACTS / name))
+
+
+def _upload(page, paths: list[Path]) -> str:
+    """Upload files through the documents tab and wait for the index update; returns the status."""
+    page.get_by_role("tab", name="文档").click()
+    page.locator("input[type=file][multiple]").set_input_files([str(p) for p in paths])  # not the table's CSV input
+    page.get_by_role("button", name="上传并更新索引").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('textarea')].some(t => t.value.includes('索引已更新') || t.value.includes('未加入'))",
+        timeout=180_000,
+    )
+    status = page.evaluate("() => [...document.querySelectorAll('textarea')].map(t => t.value).join('\\n')")
+    page.get_by_role("tab", name="问答").click()
+    return status
+
+
+def test_the_start_of_a_new_reply_stays_in_view(page):
+    ask(page, "上海全市核酸筛查采样了多少人")
+    ask(page, "人类战胜传染病最有效的办法是什么")
+    page.wait_for_timeout(500)
+    chat = page.locator("#qa-chat").bounding_box()
+    reply = page.locator("#qa-chat .qa-answer").last.bounding_box()
+    assert chat and reply
+    assert chat["y"] - 5 <= reply["y"] <= chat["y"] + chat["height"] * 0.5, (chat, reply)
+    answer = page.locator("#qa-chat .qa-answer").last
+    assert answer.locator(".qa-answerline").inner_text().startswith("答：")
+    assert answer.locator("details.qa-more > summary").inner_text().startswith("更多相关段落")
+    _shot(page, "ui-reply-start.png")
+
+
+def test_a_citation_opens_the_source_viewer_at_the_passage(page):
+    ask(page, "上海全市核酸筛查采样了多少人")
+    answer = page.locator("#qa-chat .qa-answer").last
+    answer.locator("a.qa-cite-link").first.click()
+    here = page.locator("#qa-viewer #qa-here")
+    here.wait_for()
+    assert "2566.5万人" in here.inner_text()
+    assert here.locator("strong.qa-evidence").count() == 1
+    page.wait_for_timeout(300)
+    viewer, box = page.locator("#qa-viewer").bounding_box(), here.bounding_box()
+    assert viewer and box and box["y"] < page.viewport_size["height"], (viewer, box)  # scrolled to it
+    assert "上海疫情支援的心得体会" in page.locator("#qa-viewer .qa-src-head").inner_text()
+    _shot(page, "ui-viewer.png")
+
+
+def test_a_follow_up_is_searched_with_the_question_before_it(page):
+    ask(page, "上海4月4日启动全市核酸筛查，截至4月5日8时全市一共采样了多少人？")
+    ask(page, "那已经检测完的有多少管？")
+    answer = page.locator("#qa-chat .qa-answer").last
+    assert "按上文理解为" in answer.inner_text()
+    assert "192.5万管" in answer.text_content()
+    _shot(page, "ui-followup.png")
+
+
+def test_uploaded_pdf_and_docx_are_answered_with_page_and_heading(page, tmp_path):
+    from tests.make_docs import docx_bytes, layout, pdf_bytes
+    from tests.test_formats import FOOTER, HEADER, NOTICE, RULES
+
+    pdf, docx = tmp_path / "防疫物资储备管理办法.pdf", tmp_path / "春节通知.docx"
+    pdf.write_bytes(pdf_bytes(layout(RULES, lines_per_page=4), header=HEADER, footer=FOOTER))
+    docx.write_bytes(docx_bytes(NOTICE))
+    status = _upload(page, [pdf, docx])
+    assert "索引已更新" in status, status
+    ask(page, "储备物资可以挪用吗")
+    answer = page.locator("#qa-chat .qa-answer").last
+    assert "不得挪用" in answer.text_content()
+    cite = answer.locator(".qa-cite").first.inner_text()
+    assert ".pdf" in cite and re.search(r"第\d+页", cite), cite
+    _shot(page, "ui-upload-pdf.png")
+    ask(page, "春节值班领导是谁")
+    answer = page.locator("#qa-chat .qa-answer").last
+    assert "张伟" in answer.text_content()  # among the passages shown (the model ranks a seed passage first)
+    cites = [c.text_content() or "" for c in answer.locator(".qa-cite").all()]
+    assert any("关于做好春节期间疫情防控工作的通知" in c and "春节通知.docx" in c for c in cites), cites
+    _shot(page, "ui-upload-docx.png")
+
+
+def test_a_hostile_pdf_stays_inert(page, tmp_path):
+    from tests.make_docs import pdf_bytes
+
+    hostile = tmp_path / "hostile.pdf"
+    lines = ["紫色长颈鹿安全演练说明。", "<script>window.__xss=1</script>", '<img src=x onerror="window.__xss=1">']
+    hostile.write_bytes(pdf_bytes([lines]))
+    assert "索引已更新" in _upload(page, [hostile])
+    ask(page, "紫色长颈鹿安全演练")
+    answer = page.locator("#qa-chat .qa-answer").last
+    assert "<script>window.__xss=1</script>" in answer.text_content()
+    assert answer.locator("script, img").count() == 0
+    answer.locator("a.qa-cite-link").first.click()
+    page.locator("#qa-viewer #qa-here").wait_for()
+    assert page.locator("#qa-viewer script, #qa-viewer img").count() == 0
+    page.wait_for_timeout(500)
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    _shot(page, "ui-hostile-pdf.png")

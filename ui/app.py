@@ -12,6 +12,7 @@ HTML) get file names and error messages escaped too.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
@@ -26,6 +27,10 @@ from typing import Any
 from urllib.parse import unquote
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# After every event Gradio rebuilds a pandas summary of its last 10,000 events for a monitoring
+# page that launch_app turns off (enable_monitoring=False): 10 ms of CPU per request at first,
+# 40 ms after 10,000 requests (measured on 2 cores). Never rebuild it.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(10**9))
 
 import gradio as gr
 
@@ -58,12 +63,17 @@ from ui.render import CSS, answer_html, esc, question_html, source_view_html
 
 DEFAULT_K = 5
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
-# Searches take tens of milliseconds of CPU (one query embedding, FAISS, BM25), so a few
-# at a time keep the cores busy without piling up threads; beyond QUEUE_MAX_SIZE waiting
-# events Gradio answers at once with "This application is currently busy" instead of
-# letting requests hang. Index updates run one at a time (their own concurrency group).
+# The queue. A search costs ~15 ms of CPU once its question's embedding is cached and ~100 ms
+# when the question is new (the model); `make stress` (50 clients × 10 questions, 2 shared
+# cores) measured 13-23 answers a second. QUEUE_CONCURRENCY searches run at once (the model
+# releases the GIL, so a few overlap on 2 cores); up to QUEUE_MAX_SIZE more wait, which at
+# ~15 a second is at most ~4 s of waiting: 50 users with a question each fit. Past that a
+# request is turned away at once (HTTP 503; gradio_client raises QueueError "Queue is full"),
+# and the page says BUSY_MESSAGE; nothing waits without bound. Index updates run one at a
+# time (their own concurrency group) and wait in the same queue.
 QUEUE_CONCURRENCY = 4
-QUEUE_MAX_SIZE = 32
+QUEUE_MAX_SIZE = 64
+BUSY_MESSAGE = "服务繁忙，请稍后再试：同时提问的人太多，请过几秒钟再发送。"
 # Questions the seed corpus answers (checked by tests/test_ui.py).
 EXAMPLES = (
     "上海全市核酸筛查采样了多少人",
@@ -91,6 +101,27 @@ document.addEventListener("click", (event) => {
 }, true);
 </script>
 """
+# Gradio's page shows its own English text when the queue turns a request away; say it in Chinese.
+BUSY_JS = """
+<script>
+(() => {
+  const english = "This application is currently busy";
+  const chinese = __BUSY__;
+  const translate = (root) => {
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (node.nodeValue.includes(english)) node.nodeValue = chinese;
+    }
+  };
+  new MutationObserver((changes) => {
+    for (const change of changes) {
+      if (change.type === "characterData") translate(change.target.parentNode || change.target);
+      for (const node of change.addedNodes) translate(node);
+    }
+  }).observe(document.documentElement, { childList: true, subtree: true, characterData: true });
+})();
+</script>
+""".replace("__BUSY__", json.dumps(BUSY_MESSAGE))
 # After a reply, show its start (not the bottom of a long answer).
 SCROLL_TO_REPLY_JS = """() => {
   const rows = document.querySelectorAll("#qa-chat .message-row.bot-row, #qa-chat [data-testid='bot']");
@@ -553,11 +584,13 @@ def create_app(
 
 
 def launch_app(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-               prevent_thread_lock: bool = True, quiet: bool = True) -> str:  # fmt: skip
-    """Enable the queue and launch `app`; returns its URL. Nothing is added to Gradio's allowed
-    paths, and the documents folder, the index folder and the feedback file are blocked."""
+               prevent_thread_lock: bool = True, quiet: bool = True, concurrency: int = QUEUE_CONCURRENCY,
+               max_size: int = QUEUE_MAX_SIZE) -> str:  # fmt: skip
+    """Enable the queue (`concurrency` events at once, up to `max_size` more waiting) and launch
+    `app`; returns its URL. Nothing is added to Gradio's allowed paths, and the documents folder,
+    the index folder and the feedback file are blocked."""
     options = _LAUNCH.get(app, _LaunchOptions((), MAX_UPLOAD_BYTES))
-    app.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
+    app.queue(default_concurrency_limit=concurrency, max_size=max_size)
     _, local_url, share_url = app.launch(
         server_name=host, server_port=port, share=share, inbrowser=False, prevent_thread_lock=prevent_thread_lock,
         quiet=quiet, show_error=False, blocked_paths=list(options.protected),
@@ -566,7 +599,7 @@ def launch_app(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = No
         max_file_size=4 * options.max_upload_bytes,
         footer_links=["api", "settings"], run_history=False, enable_monitoring=False, ssr_mode=False,
         mcp_server=False, theme=gr.themes.Default(font=FONTS, font_mono=["ui-monospace", "monospace"]),
-        css=CSS + ".qa-hidden { display: none !important; }", head=CITATION_CLICK_JS,
+        css=CSS + ".qa-hidden { display: none !important; }", head=CITATION_CLICK_JS + BUSY_JS,
     )  # fmt: skip
     return share_url or local_url
 
@@ -593,7 +626,7 @@ def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str
         r = opened.report
         say(f"Index ready ({'; '.join(opened.reasons[:5])}): {r.documents} documents, {r.passages} passages "
             f"({r.embedded} text units embedded, {r.reused} reused), {r.seconds:.1f} s.")  # fmt: skip
-    retriever = Retriever(opened.index, SentenceTransformerEncoder(model) if model else None)
+    retriever = Retriever(opened.index, opened.encoder or (SentenceTransformerEncoder(model) if model else None))
     if background:
         threading.Thread(target=_warm_up, args=(retriever, say), name="qa-warm-up", daemon=True).start()
     else:

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
+from qa.errors import IndexMismatchError
 from qa.split import Passage, Source
 
 
@@ -113,3 +114,14 @@ class KeywordStore(Protocol):
     def idf(self, tokens: Sequence[str]) -> np.ndarray:
         """Inverse document frequency of each token; a token no passage uses gets the highest value."""
         ...
+
+
+def check_query(query: np.ndarray, dimension: int) -> np.ndarray:
+    """The query as a flat float32 vector, refused when its dimension is not the index's."""
+    q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+    if q.shape[0] != dimension:
+        raise IndexMismatchError(
+            f"The query vector has dimension {q.shape[0]} but the index holds vectors of dimension "
+            f"{dimension}: the model differs from the one the index was built with. Rebuild it: qa index build"
+        )
+    return q

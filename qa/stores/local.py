@@ -20,10 +20,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from qa.errors import IndexCorruptError, IndexMismatchError
+from qa.errors import IndexCorruptError
 from qa.lexical import LexicalIndex, tokenize
 from qa.split import Passage, Source
-from qa.stores import ScoredUnit, Unit
+from qa.stores import ScoredUnit, Unit, check_query
 
 # Which FAISS index, by the number of unit vectors (about 4 a passage), chosen on
 # bench/scale.py's measurements (bench/RESULTS.md: recombined seed text, 200 real questions,
@@ -202,13 +202,7 @@ class FaissVectorStore:
     # ------------------------------------------------------------ search
 
     def _check(self, query: np.ndarray) -> np.ndarray:
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
-        if q.shape[0] != self._dimension:
-            raise IndexMismatchError(
-                f"The query vector has dimension {q.shape[0]} but the index holds vectors of dimension "
-                f"{self._dimension}: the model differs from the one the index was built with. Rebuild it: qa index build"
-            )
-        return q
+        return check_query(query, self._dimension)
 
     @property
     def index(self) -> faiss.Index:

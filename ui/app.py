@@ -120,7 +120,7 @@ BUSY_JS = """
   }).observe(document.documentElement, { childList: true, subtree: true, characterData: true });
 })();
 </script>
-""".replace("__BUSY__", json.dumps(BUSY_MESSAGE))
+""".replace("__BUSY__", json.dumps(BUSY_MESSAGE, ensure_ascii=False))
 # After a reply, show its start (not the bottom of a long answer).
 SCROLL_TO_REPLY_JS = """() => {
   const rows = document.querySelectorAll("#qa-chat .message-row.bot-row, #qa-chat [data-testid='bot']");

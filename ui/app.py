@@ -431,7 +431,7 @@ def create_app(
             raise gr.Error(f"无法搜索：{esc(str(exc))}") from exc
         history = [
             *history,
-            {"role": "user", "content": question_html(question)},
+            {"role": "user", "content": question_html(result.query)},  # as searched: cut, invisible marks gone
             {"role": "assistant", "content": answer_html(result, r.neighbours)},
         ]
         record = {"query": result.query, "searched": result.interpreted_as or result.query,

@@ -7,11 +7,8 @@ are small and every wait is bounded. Nothing here asserts a time.
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +16,7 @@ import pytest
 
 from bench.load import load_questions, run_load, sequential
 from qa.search import Retriever
-from tests.conftest import SEEDS, free_port, launched_app
+from tests.conftest import launched_app, tiny_queue
 from tests.fakes import HashEncoder
 
 QUESTIONS = load_questions()
@@ -73,36 +70,6 @@ def test_every_client_is_answered_with_the_sequential_hits(server, kind, clients
 
 
 # ---------------------------------------------------------------- a full queue
-
-
-class GatedEncoder(HashEncoder):
-    """The test encoder, except that questions with 慢 wait until the gate opens (bounded)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.waiting = threading.Semaphore(0)
-
-    def encode_query(self, text: str):
-        if "慢" in text:
-            self.waiting.release()
-            self.gate.wait(WAIT)
-        return super().encode_query(text)
-
-
-@contextlib.contextmanager
-def tiny_queue(hash_index: Path) -> Iterator[tuple[str, GatedEncoder]]:
-    """A chat server that runs one event at a time and lets one more wait."""
-    from ui.app import create_app, launch_app
-
-    encoder = GatedEncoder()
-    app = create_app(Retriever.load(hash_index, encoder=encoder, check_stale=False), SEEDS)
-    url = launch_app(app, host="127.0.0.1", port=free_port(), concurrency=1, max_size=1)
-    try:
-        yield url, encoder
-    finally:
-        encoder.gate.set()
-        app.close(verbose=False)
 
 
 def _call(url: str, question: str) -> httpx.Response:

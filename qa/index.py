@@ -144,12 +144,32 @@ def _backup_name(target: Path) -> Path:
     return target.parent / f".{target.name}.previous"
 
 
-def _recover(target: Path) -> None:
-    """Finish a swap that a crash interrupted: put the previous index back in place."""
+def _recover(target: Path, *, locked: bool = False) -> None:
+    """Finish a swap that a crash interrupted: put the previous index back in place.
+
+    A build swaps under the build lock, so a reader that finds the index missing takes the lock
+    first (`locked`: the caller holds it): it must not undo a swap that is under way, only one
+    whose build died."""
     backup = _backup_name(target)
-    if not target.exists() and (backup / MANIFEST).exists():
-        log.warning("Restoring the previous index %s from %s (a build was interrupted).", target, backup)
-        os.replace(backup, target)
+    if target.exists() or not (backup / MANIFEST).exists():
+        return
+    if not locked:
+        with _build_lock(target):
+            _recover(target, locked=True)
+        return
+    log.warning("Restoring the previous index %s from %s (a build was interrupted).", target, backup)
+    os.replace(backup, target)
+
+
+def _remove_leftovers(target: Path) -> None:
+    """What builds that died left beside the index (call with the build lock held, after
+    `_recover`): temporary folders, and the previous index once the new one is in place."""
+    stale = list(target.parent.glob(f".{target.name}.tmp-*"))
+    if target.exists():
+        stale += [p for p in [_backup_name(target)] if p.exists()]
+    for folder in stale:
+        log.warning("Removing %s, left by an interrupted build.", folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _swap_into_place(tmp: Path, target: Path) -> None:
@@ -350,6 +370,7 @@ class Index:
     def save_calibration(self, cal: Calibration) -> None:
         """Store a new calibration in the manifest (the files it checksums are unchanged)."""
         with _build_lock(self.folder), _store_lock(self.manifest.store, self.folder):
+            _recover(self.folder, locked=True)
             current = read_manifest(self.folder)
             manifest = replace(current.with_calibration(cal), generation=current.generation + 1)
             _write_manifest(self.folder, manifest)
@@ -487,7 +508,8 @@ def build_index(
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _build_lock(target), contextlib.ExitStack() as held:
-        _recover(target)
+        _recover(target, locked=True)
+        _remove_leftovers(target)
         skipped: list[str] = []
         docs = read_documents(root, skipped=skipped, on_progress=report)
         params = _params(max_chars, near_dup)

@@ -42,6 +42,11 @@ CANDIDATES = 50  # passages each ranking proposes before fusion
 REFERENCE = 10  # how many of the best dense scores a hit's score is compared with
 REFRESH_SECONDS = 1.0  # how often a search checks whether another process updated the index
 _WORDLIKE = re.compile(r"[^\W_]", re.UNICODE)
+# Zero-width and direction marks, the soft hyphen, the byte-order mark and control characters:
+# text pasted from web pages carries them inside words, where they would split the keywords.
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +281,8 @@ class Retriever:
 
         `context` is the previous question of a conversation: a short, elliptical follow-up
         (那上海呢？) is then searched together with it, and `interpreted_as` says how."""
+        if isinstance(query, str):
+            query = _INVISIBLE.sub("", query)
         if not isinstance(query, str) or not query.strip():
             raise QueryError('The query is empty. Ask a question, e.g. qa ask "上海全市核酸筛查采样了多少人"')
         if mode not in MODES:

@@ -6,12 +6,15 @@ import contextlib
 import os
 import shutil
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.fakes import HashEncoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -121,3 +124,37 @@ with contextlib.suppress(ImportError):
     settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     settings.register_profile("fuzz", max_examples=20_000, deadline=None, suppress_health_check=list(HealthCheck))
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+GATE_SECONDS = 60  # the longest a gated question waits
+
+
+class GatedEncoder(HashEncoder):
+    """The test encoder, except that questions with 慢 wait until the gate opens (bounded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.waiting = threading.Semaphore(0)
+
+    def encode_query(self, text: str):
+        if "慢" in text:
+            self.waiting.release()
+            self.gate.wait(GATE_SECONDS)
+        return super().encode_query(text)
+
+
+@contextlib.contextmanager
+def tiny_queue(hash_index: Path) -> Iterator[tuple[str, GatedEncoder]]:
+    """A chat server that runs one event at a time and lets one more wait."""
+    from qa.search import Retriever
+    from ui.app import create_app, launch_app
+
+    encoder = GatedEncoder()
+    app = create_app(Retriever.load(hash_index, encoder=encoder, check_stale=False), SEEDS)
+    url = launch_app(app, host="127.0.0.1", port=free_port(), concurrency=1, max_size=1)
+    try:
+        yield url, encoder
+    finally:
+        encoder.gate.set()
+        app.close(verbose=False)

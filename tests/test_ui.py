@@ -308,3 +308,95 @@ def test_serve_updates_a_stale_index_then_reports_a_busy_port(server, seed_index
     err = capsys.readouterr().err
     assert f"Updating the index in {index}" in err and "Index ready" in err
     assert f"cannot listen on 127.0.0.1:{port}" in err and f"--port {port + 1}" in err
+
+
+# ---------------------------------------------------------------- hostile and odd input
+
+SEED_QUESTION = "上海全市核酸筛查采样了多少人"
+ODD_QUESTIONS = {
+    "long": "上海全市核酸筛查采样了多少人" + "啊" * 100_000,
+    "control": "上海全市核酸筛查\x00\x07\x1b[31m采样了多少人\x7f",
+    "invisible": "上海\u200b全市\u200c核酸\u200d筛查\ufeff采样了\u202e多少人\u200f",
+    "emoji": "😷🦠💉👨‍👩‍👧",
+    "html": '<script>window.__xss=1</script><img src=x onerror="alert(1)">上海核酸筛查',
+    "sql": "上海'; DROP TABLE passages; -- \" OR 1=1 /*",
+    "javascript": "javascript:alert(document.cookie)",
+    "template": "{{7*7}} ${7*7} <%= 7*7 %> %s%s%s%n",
+}
+
+
+def _no_markup_from(html: str) -> None:
+    assert "<script" not in html and "<img" not in html and 'onerror="' not in html
+    assert 'href="javascript:' not in html
+
+
+@pytest.mark.parametrize("kind", list(ODD_QUESTIONS))
+def test_odd_questions_get_a_defined_escaped_answer(client, kind):
+    question = ODD_QUESTIONS[kind]
+    result = _search(client, question)
+    assert set(result) >= {"answered", "verdict", "hits", "html"}
+    _no_markup_from(result["html"])
+    history, box = client.predict(question, [], api_name="/chat")
+    assert box == "" and [m["role"] for m in history] == ["user", "assistant"]
+    _no_markup_from(history[0]["content"][0]["text"] + history[1]["content"][0]["text"])
+    if kind == "emoji":
+        assert result["answered"] is False and result["hits"] == []
+    if kind == "long":
+        assert "cut to its first 1000" in result["html"]
+
+
+def test_invisible_characters_do_not_change_the_answer(client):
+    plain, odd = _search(client, SEED_QUESTION), _search(client, ODD_QUESTIONS["invisible"])
+    assert [h["id"] for h in odd["hits"]] == [h["id"] for h in plain["hits"]]
+    assert odd["query"] == SEED_QUESTION  # searched without them, shown without them
+
+
+def test_odd_documents_get_a_defined_result_and_nothing_indexed_is_lost(client, server, tmp_path):
+    import httpx
+
+    indexed = set(_indexed_files(server))
+    gbk = tmp_path / "国标编码.txt"
+    gbk.write_bytes("国标编码的说明：白色的熊猫在竹林里弹钢琴。\n".encode("gbk"))
+    page = tmp_path / "链接.html"
+    page.write_text(
+        '<html><body><p>橘色的海豚会写诗。<a href="javascript:window.__xss=1">点我</a>'
+        '<img src=x onerror="window.__xss=1"><script>window.__xss=1</script></p></body></html>',
+        encoding="utf-8",
+    )
+    huge = tmp_path / "巨大.txt"
+    huge.write_bytes(("很长的文档。" * 200_000).encode("utf-8")[: 10 * 1024 * 1024])
+    status = _upload(client, gbk, page)
+    assert "已加入：国标编码.txt" in status and "已加入：链接.html" in status
+    assert "熊猫" in _search(client, "白色的熊猫在哪里弹钢琴")["hits"][0]["text"]
+    result = _search(client, "橘色的海豚会做什么")
+    assert "海豚" in result["hits"][0]["text"]
+    _no_markup_from(result["html"])
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # gradio_client checks first …
+        _upload(client, huge)
+    refused = httpx.post(f"{server.url}gradio_api/upload", files={"files": ("巨大.txt", huge.read_bytes())}, timeout=60)
+    assert refused.status_code == 413  # … and so does the server: Gradio's ceiling is 4 × the app's limit
+    assert indexed <= set(_indexed_files(server))
+    assert _search(client, SEED_QUESTION)["answered"] is True
+
+
+def test_an_uploaded_name_with_dot_dot_stays_in_the_documents_folder(client, server, tmp_path):
+    import httpx
+
+    response = httpx.post(
+        f"{server.url}gradio_api/upload",
+        files={"files": ("../../逃逸.md", "# 逃逸\n\n这份文档想写到文档文件夹外面：绿色的企鹅。\n".encode())},
+        timeout=60,
+    )
+    response.raise_for_status()
+    (path,) = response.json()
+    status, *_ = client.predict([{"path": path, "meta": {"_type": "gradio.FileData"}}], api_name="/upload")
+    assert "已加入：" in status
+    stored = [p for p in server.docs.rglob("*.md") if "绿色的企鹅" in p.read_text(encoding="utf-8")]
+    assert [p.parent for p in stored] == [server.docs]
+    assert [p for p in server.docs.parent.rglob("*.md") if "逃逸" in p.name and p.parent != server.docs] == []
+
+
+def _indexed_files(server: LiveApp) -> list[str]:
+    from qa.index import Index
+
+    return [d.file for d in Index.open(server.index).manifest.documents]

@@ -221,3 +221,31 @@ def test_a_hostile_pdf_stays_inert(page, tmp_path):
     page.wait_for_timeout(500)
     assert page.evaluate("typeof window.__xss") == "undefined"
     _shot(page, "ui-hostile-pdf.png")
+
+
+def test_a_full_queue_is_said_in_chinese(browser, hash_index):
+    import httpx
+
+    from tests.conftest import tiny_queue
+    from ui.app import BUSY_MESSAGE
+
+    with tiny_queue(hash_index) as (url, encoder):
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        page.locator("#qa-question textarea").wait_for()
+        for question in ("慢问题一", "慢问题二"):  # one running, one waiting: the queue is full
+            data = {"data": [question, 5, "hybrid", None]}
+            assert httpx.post(f"{url}gradio_api/call/search", json=data, timeout=30).status_code == 200
+            if question == "慢问题一":
+                assert encoder.waiting.acquire(timeout=30)
+        box = page.locator("#qa-question textarea")
+        box.fill("温杯烫盏是什么意思")
+        box.press("Enter")
+        page.get_by_text(BUSY_MESSAGE).first.wait_for()
+        assert "currently busy" not in page.evaluate("document.body.innerText")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "ui-busy.png"))
+        encoder.gate.set()
+        context.close()

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 import unicodedata
@@ -121,7 +122,7 @@ BUSY_JS = """
   }).observe(document.documentElement, { childList: true, subtree: true, characterData: true });
 })();
 </script>
-""".replace("__BUSY__", json.dumps(BUSY_MESSAGE))
+""".replace("__BUSY__", json.dumps(BUSY_MESSAGE, ensure_ascii=False))
 # After a reply, show its start (not the bottom of a long answer).
 SCROLL_TO_REPLY_JS = """() => {
   const rows = document.querySelectorAll("#qa-chat .message-row.bot-row, #qa-chat [data-testid='bot']");
@@ -176,19 +177,27 @@ def _unreadable_reason(exc: UnreadableFile) -> str:
 
 
 def _store_new(folder: Path, name: str, raw: bytes) -> str:
-    """Write `raw` under `name` in `folder`, or under name-2, name-3 … if taken; never overwrite."""
+    """Write `raw` under `name` in `folder`, or under name-2, name-3 … if taken; never overwrite.
+
+    The bytes go to a hidden file first (documents never include hidden files), which is then
+    hard-linked under its name: a crash mid-write never leaves half a document to be indexed."""
     stem, suffix = name.rsplit(".", 1)
-    for n in range(1, 1000):
-        candidate = name if n == 1 else f"{stem}-{n}.{suffix}"
-        try:
-            fd = os.open(folder / candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            continue
+    fd, part = tempfile.mkstemp(prefix=".upload-", suffix=".part", dir=folder)
+    try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
-        return candidate
+        os.chmod(part, 0o644)
+        for n in range(1, 1000):
+            candidate = name if n == 1 else f"{stem}-{n}.{suffix}"
+            try:
+                os.link(part, folder / candidate)  # fails if the name is taken: never overwrites
+            except FileExistsError:
+                continue
+            return candidate
+    finally:
+        os.unlink(part)
     raise UploadError(f"文档文件夹里已有太多名为 {name} 的文件")
 
 
@@ -423,7 +432,7 @@ def create_app(
             raise gr.Error(f"无法搜索：{esc(str(exc))}") from exc
         history = [
             *history,
-            {"role": "user", "content": question_html(question)},
+            {"role": "user", "content": question_html(result.query)},  # as searched: cut, invisible marks gone
             {"role": "assistant", "content": answer_html(result, r.neighbours)},
         ]
         record = {"query": result.query, "searched": result.interpreted_as or result.query,

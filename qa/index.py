@@ -31,7 +31,7 @@ import numpy as np
 
 from qa import DEFAULT_DOCS, DEFAULT_INDEX, __version__, calibration
 from qa.documents import Document, iter_files, parse_document, read_documents
-from qa.embed import Encoder, SentenceTransformerEncoder, configured_model, fingerprint, probe_vector
+from qa.embed import Encoder, configured_model, fingerprint, make_encoder, probe_vector
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexMissingError, QAError
 from qa.lexical import BM25_PARAMS, STOPWORDS
 from qa.manifest import (
@@ -339,6 +339,11 @@ class Index:
     def document(self, file: str) -> Document:
         """A document as it was indexed: read again from the documents folder, checked against
         the checksum it was indexed with (so passage spans point at the right text)."""
+        return parse_document(self.original(file), file)
+
+    def original(self, file: str) -> bytes:
+        """The bytes of an indexed document's file (PDF, DOCX, …), as it was indexed: only
+        files the manifest lists, inside the documents folder, with their indexed checksum."""
         entry = self.manifest.document(file)
         if entry is None:
             raise QAError(f"No document {file} in the index in {self.folder}.")
@@ -351,7 +356,7 @@ class Index:
             raise QAError(
                 f"{file} changed since it was indexed. Update the index: qa index build --index {self.folder}"
             )
-        return parse_document(raw, file)
+        return raw
 
     def on_disk_generation(self) -> int | None:
         """The generation of the manifest on disk now (None if it cannot be read): another
@@ -531,7 +536,7 @@ def build_index(
         minfo: ModelInfo | None = None
         if dense:
             report(Stage.MODEL, 0, 1)
-            enc = encoder or SentenceTransformerEncoder(model)
+            enc = encoder or make_encoder(model)
             minfo = model_info(enc)
             report(Stage.MODEL, 1, 1)
         reason = _rebuild_reason(old, params, minfo, info, force)
@@ -765,7 +770,7 @@ def open_or_build(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = D
     dense = manifest is None or manifest.dense
     name = model or (manifest.model.name if manifest and manifest.model else None)
     splitter = manifest.splitter if manifest else Splitter(DEFAULT_MAX_CHARS, DEFAULT_NEAR_DUP)
-    encoder = encoder or (SentenceTransformerEncoder(name) if dense else None)
+    encoder = encoder or (make_encoder(name) if dense else None)
     report = build_index(
         docs_dir, index_dir, encoder=encoder, dense=dense, max_chars=splitter.max_chars, near_dup=splitter.near_dup,
         on_progress=on_progress,

@@ -22,7 +22,7 @@ import numpy as np
 from qa import DEFAULT_INDEX, calibration
 from qa.background import BACKGROUND
 from qa.documents import Document
-from qa.embed import Encoder, SentenceTransformerEncoder
+from qa.embed import Encoder, make_encoder
 from qa.errors import IndexMismatchError, QueryError
 from qa.followup import with_context
 from qa.fusion import DEFAULT_FUSION, FUSIONS, Candidate, Fusion, fuse
@@ -170,7 +170,7 @@ class Retriever:
         """Load and verify an index; warn when the documents on disk changed since it was built."""
         index = Index.open(index_dir)
         if encoder is None and model is not None:
-            encoder = SentenceTransformerEncoder(model)
+            encoder = make_encoder(model)
         retriever = cls(index, encoder, fusion=fusion)
         if check_stale:
             changes = index.changes()
@@ -210,7 +210,7 @@ class Retriever:
         if self._encoder is None:
             with self._lock:
                 if self._encoder is None:
-                    self._encoder = SentenceTransformerEncoder(model.name)
+                    self._encoder = make_encoder(model.name)
         if not self._checked:
             with self._lock:
                 if not self._checked:
@@ -247,6 +247,10 @@ class Retriever:
     def document(self, file: str) -> Document:
         """The whole text of an indexed document, as its passages' spans see it."""
         return self.index.document(file)
+
+    def original(self, file: str) -> bytes:
+        """The indexed document's file as it was indexed (its checksum checked)."""
+        return self.index.original(file)
 
     def neighbours(self, source: Source) -> tuple[Passage | None, Passage | None]:
         """The passages before and after `source` in its document."""

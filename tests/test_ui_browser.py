@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LiveApp, launched_app
+from tests.conftest import SEEDS, LiveApp, launched_app
 
 pytestmark = pytest.mark.browser
 
@@ -170,6 +170,10 @@ def test_a_citation_opens_the_source_viewer_at_the_passage(page):
     assert viewer and box and box["y"] < page.viewport_size["height"], (viewer, box)  # scrolled to it
     assert "上海疫情支援的心得体会" in page.locator("#qa-viewer .qa-src-head").inner_text()
     _shot(page, "ui-viewer.png")
+    with page.expect_download() as download:  # the original file, offered beside the viewer
+        page.locator("#qa-download").click()
+    assert download.value.suggested_filename == "002_117e7d3914e89035.txt"
+    assert Path(download.value.path()).read_bytes() == (SEEDS / "002_117e7d3914e89035.txt").read_bytes()
 
 
 def test_a_follow_up_is_searched_with_the_question_before_it(page):

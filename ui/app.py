@@ -11,10 +11,12 @@ HTML) get file names and error messages escaped too.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -51,11 +53,11 @@ from qa import (
     QueryError,
     Retriever,
     SearchResult,
-    SentenceTransformerEncoder,
     Stage,
     UnreadableFile,
     UploadError,
     default_feedback_path,
+    make_encoder,
     open_or_build,
     parse_document,
 )
@@ -268,6 +270,7 @@ class Library:
         self.index_dir = Path(retriever.index.folder)
         self.max_upload_bytes = max_upload_bytes
         self._lock = threading.Lock()
+        self._originals: Path | None = None
 
     @property
     def retriever(self) -> Retriever:
@@ -275,6 +278,23 @@ class Library:
 
     def documents(self) -> list[dict[str, Any]]:
         return self._retriever.documents()
+
+    def original_copy(self, file: str) -> Path:
+        """A copy of an indexed document's file (checksum checked) in this server's temporary
+        folder, which Gradio may serve for download; the documents folder itself is blocked."""
+        raw = self._retriever.original(file)
+        with self._lock:
+            if self._originals is None:
+                self._originals = Path(tempfile.mkdtemp(prefix="qa-originals-"))
+                atexit.register(shutil.rmtree, self._originals, ignore_errors=True)
+            folder = self._originals / hashlib.sha256(raw).hexdigest()[:16]
+        path = folder / Path(file).name
+        if not path.is_file():
+            folder.mkdir(exist_ok=True)
+            partial = folder / f".{path.name}.{threading.get_ident()}"
+            partial.write_bytes(raw)
+            os.replace(partial, path)
+        return path
 
     def add_files(
         self, paths: Sequence[str | Path], on_progress: Callable[[Stage, int, int], None] | None = None
@@ -333,15 +353,19 @@ class Library:
             if len(indexed) == 1:
                 raise QAError("这是最后一个文档，不能删除：索引至少需要一个文档")
             root = self.docs_dir.resolve()
-            path = (root / file).resolve()
-            if not path.is_relative_to(root) or not path.is_file():
+            path = root / file  # not resolved: a symbolic link is removed, never what it points to
+            if not path.parent.resolve().is_relative_to(root) or not (path.is_file() or path.is_symlink()):
                 raise QAError(f"文档文件夹里找不到 {file}")
-            raw = path.read_bytes()
+            link = os.readlink(path) if path.is_symlink() else None
+            raw = path.read_bytes() if link is None else b""
             path.unlink()
             try:
                 return self._rebuild(on_progress)
             except Exception:
-                path.write_bytes(raw)
+                if link is not None:
+                    os.symlink(link, path)
+                else:
+                    path.write_bytes(raw)
                 raise
 
     def _rebuild(self, on_progress: Callable[[Stage, int, int], None] | None) -> BuildReport:
@@ -465,20 +489,24 @@ def create_app(
             raise gr.Error(f"无法搜索：{esc(str(exc))}") from exc
         return {**result.to_dict(), "html": answer_html(result, r.neighbours)}
 
-    def open_source(request: str) -> str:
-        """The source viewer's HTML for a citation link (see ui.render.source_link)."""
+    def open_source(request: str) -> tuple[str, Any]:
+        """The source viewer's HTML for a citation link (see ui.render.source_link), and the
+        button that downloads the original file."""
+        no_download = gr.DownloadButton(visible=False)
         try:
             start, end, ev_start, ev_end, file = unquote(request.removeprefix("#qa-src=")).split("|", 4)
             span, evidence = (int(start), int(end)), (int(ev_start), int(ev_end))
         except ValueError:
-            return f'<p class="qa-src-empty">{VIEWER_HINT}</p>'
+            return f'<p class="qa-src-empty">{VIEWER_HINT}</p>', no_download
         try:
             doc = library.retriever.document(file)
+            original = library.original_copy(file)
         except (QAError, OSError) as exc:
-            return f'<p class="qa-warn">无法打开原文：{esc(str(exc))}</p>'
+            return f'<p class="qa-warn">无法打开原文：{esc(str(exc))}</p>', no_download
         page = next((getattr(s, "page", None) for p in library.retriever.passages() for s in p.sources
                      if s.file == file and s.start == span[0]), None)  # fmt: skip
-        return source_view_html(doc.title, file, doc.text, span, evidence if evidence[0] >= 0 else None, page)
+        html = source_view_html(doc.title, file, doc.text, span, evidence if evidence[0] >= 0 else None, page)
+        return html, gr.DownloadButton(f"下载原文件：{original.name}", value=str(original), visible=True)
 
     def documents_view() -> tuple[list[list[Any]], Any]:
         return _doc_rows(library), gr.Dropdown(choices=_doc_choices(library), value=None)
@@ -548,6 +576,7 @@ def create_app(
                         f'<p class="qa-src-empty">{VIEWER_HINT}</p>', elem_id="qa-viewer", label="原文",
                         max_height=700, padding=True,
                     )  # fmt: skip
+                    download = gr.DownloadButton("下载原文件", visible=False, elem_id="qa-download", size="sm")
                     source_request = gr.Textbox(elem_id="qa-src-request", elem_classes=["qa-hidden"], show_label=False)
                     source_open = gr.Button("打开原文", elem_id="qa-src-open", elem_classes=["qa-hidden"])
             with gr.Tab("文档"):
@@ -576,7 +605,9 @@ def create_app(
         outputs = [chatbot, question, records]
         question.submit(respond, inputs, outputs, api_name="chat").then(None, js=SCROLL_TO_REPLY_JS)
         send.click(respond, inputs, outputs, api_visibility="undocumented").then(None, js=SCROLL_TO_REPLY_JS)
-        source_open.click(open_source, [source_request], [viewer], api_name="source").then(None, js=SCROLL_TO_SOURCE_JS)
+        source_open.click(open_source, [source_request], [viewer, download], api_name="source").then(
+            None, js=SCROLL_TO_SOURCE_JS
+        )
         clear.click(lambda: ([], {}, ""), None, [chatbot, records, question], api_visibility="private")
         chatbot.clear(lambda: {}, None, records, api_visibility="private")
         chatbot.like(on_like, [records], None, api_visibility="private")
@@ -635,7 +666,7 @@ def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str
         r = opened.report
         say(f"Index ready ({'; '.join(opened.reasons[:5])}): {r.documents} documents, {r.passages} passages "
             f"({r.embedded} text units embedded, {r.reused} reused), {r.seconds:.1f} s.")  # fmt: skip
-    retriever = Retriever(opened.index, opened.encoder or (SentenceTransformerEncoder(model) if model else None))
+    retriever = Retriever(opened.index, opened.encoder or (make_encoder(model) if model else None))
     if background:
         threading.Thread(target=_warm_up, args=(retriever, say), name="qa-warm-up", daemon=True).start()
     else:

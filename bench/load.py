@@ -334,9 +334,9 @@ def in_process_server(docs: Path, index: Path, *, encoder: Literal["real", "hash
 
         enc: Any = HashEncoder()
     else:
-        from qa.embed import SentenceTransformerEncoder
+        from qa.embed import make_encoder
 
-        enc = SentenceTransformerEncoder()
+        enc = make_encoder()
     build_index(docs, index, encoder=enc)
     retriever = Retriever.load(index, encoder=enc)
     retriever.warm_up()

@@ -18,11 +18,11 @@ def _encoder(*args: Any, **kwargs: Any) -> HashEncoder:
 
 
 for _module in (qa.embed, qa.index, qa.search):
-    _module.SentenceTransformerEncoder = _encoder  # type: ignore[attr-defined,misc,assignment]
+    _module.make_encoder = _encoder  # type: ignore[attr-defined,misc,assignment]
 
 import ui.app  # noqa: E402 - after the encoder is replaced
 
-ui.app.SentenceTransformerEncoder = _encoder  # type: ignore[misc,assignment]
+ui.app.make_encoder = _encoder  # type: ignore[misc,assignment]
 
 from ui.__main__ import main  # noqa: E402
 

@@ -230,8 +230,8 @@ def hash_model(monkeypatch):
     import qa.index
     import qa.search
 
-    monkeypatch.setattr(qa.index, "SentenceTransformerEncoder", lambda *a, **k: HashEncoder())
-    monkeypatch.setattr(qa.search, "SentenceTransformerEncoder", lambda *a, **k: HashEncoder())
+    monkeypatch.setattr(qa.index, "make_encoder", lambda *a, **k: HashEncoder())
+    monkeypatch.setattr(qa.search, "make_encoder", lambda *a, **k: HashEncoder())
     monkeypatch.setenv("QA_MODEL", HashEncoder().name)
 
 

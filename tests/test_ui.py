@@ -318,12 +318,13 @@ def test_a_citation_opens_its_document_and_offers_the_original_file(client, serv
     )
     html, download = client.predict(request, api_name="/source")
     assert 'id="qa-here"' in html and "2566.5万人" in html
-    assert download["orig_name"] == source["file"]  # a copy, served from Gradio's cache, not the documents folder
-    assert str(server.docs) not in download["path"]
-    with urllib.request.urlopen(download["url"], timeout=10) as response:
+    assert download["visible"] is True and download["label"] == f"下载原文件：{source['file']}"
+    copy = download["value"]  # a copy, served from Gradio's cache, not from the documents folder
+    assert copy["orig_name"] == source["file"] and str(server.docs) not in copy["path"]
+    with urllib.request.urlopen(copy["url"], timeout=10) as response:
         assert response.read() == (server.docs / source["file"]).read_bytes()
     html, download = client.predict("#qa-src=0%7C1%7C-1%7C-1%7C..%2F..%2Fetc%2Fpasswd", api_name="/source")
-    assert "无法打开原文" in html and download is None  # only indexed files, and no button
+    assert "无法打开原文" in html and download["visible"] is False  # only indexed files, and no button
 
 
 def test_docs_index_and_feedback_are_not_served(server):

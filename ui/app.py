@@ -347,6 +347,7 @@ class Library:
     def remove(self, file: str, on_progress: Callable[[Stage, int, int], None] | None = None) -> BuildReport:
         """Delete an indexed document's file and update the index (the file comes back if that fails)."""
         with self._lock:
+            self._retriever.refresh(force=True)  # another server may have added it a moment ago
             indexed = {d["file"] for d in self.documents()}
             if file not in indexed:
                 raise QAError(f"索引里没有文档 {file}")

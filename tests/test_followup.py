@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qa.followup import MAX_PRONOUN_CHARS, is_followup, with_context
+from qa.followup import MAX_PRONOUN_CHARS, has_own_words, is_followup, with_context
+from qa.search import Hit, Retriever, fuse_hits
 
 PREVIOUS = "天津组织部门在疫情防控中制定了什么机制？"
 
@@ -86,3 +87,36 @@ def test_no_previous_question_means_no_context() -> None:
 def test_width_and_spaces_do_not_matter() -> None:
     assert is_followup("  那上海呢?  ")
     assert is_followup("ＷＨＹ？")
+
+
+def test_only_followups_with_words_of_their_own_are_also_searched_alone() -> None:
+    assert has_own_words("那上海呢？") and has_own_words("他当时住院多久？")
+    assert not has_own_words("为什么？") and not has_own_words("具体有哪些？") and not has_own_words("what else?")
+
+
+def _hit(pid: str, rank: int) -> Hit:
+    return Hit(rank, 1.0 / rank, pid, (), (), pid, 0.5, False)
+
+
+def test_fuse_hits_puts_what_both_rank_well_first_and_keeps_each_lists_best() -> None:
+    with_ctx = [_hit(p, r) for r, p in enumerate(["previous-answer", "both", "c3", "c4", "c5"], start=1)]
+    alone = [_hit(p, r) for r, p in enumerate(["own-answer", "a2", "a3", "both", "a5"], start=1)]
+    fused = fuse_hits(with_ctx, alone, 4)
+    assert [h.id for h in fused] == ["both", "previous-answer", "own-answer", "a2"]
+    assert [h.rank for h in fused] == [1, 2, 3, 4]
+    assert fused[0] is not with_ctx[1] and fused[0].text == "both"  # a copy, renumbered
+
+
+def test_a_followup_with_its_own_words_finds_what_they_name(hash_index) -> None:
+    """The previous question must not drown the follow-up's own words: what the follow-up
+    alone ranks first is among the fused hits, and the reply still says how it was read."""
+    from tests.fakes import HashEncoder
+
+    retriever = Retriever.load(hash_index, encoder=HashEncoder(), check_stale=False)
+    previous = "上海全市核酸筛查采样了多少人？已完成检测多少管？其余样本还在检测之中吗？"  # many words of its own
+    question = "那温杯烫盏呢？"
+    alone = retriever.search(question, k=5).hits[0].id
+    result = retriever.search(question, k=5, context=previous)
+    assert result.interpreted_as == f"{previous} 温杯烫盏？"
+    assert alone in [h.id for h in result.hits]
+    assert retriever.search("为什么？", k=5, context=previous).interpreted_as  # bare: context only

@@ -9,7 +9,8 @@ What it verifies (exit status 1 if anything fails):
   * every answer, NFKC-normalized with whitespace removed and lower-cased (as in qa.split.normalize),
     is a substring of a seed document, and lies inside one passage of the default split
     (otherwise no passage can be relevant and the question is silently unanswerable);
-  * dialogues (dialogues.jsonl: development; dialogues_test.jsonl: held out) have a context,
+  * dialogues (dialogues.jsonl: development; dialogues_test.jsonl and dialogues_heldout.jsonl:
+    held out) have a context,
     a query, the query asked in full and answers; kind "followup" (elliptical) or "new" (a full
     new question: searched alone); their optional "context_answers" are checked like answers;
   * ids are unique across dev, test and dialogues; while tests/data/queries.jsonl exists,
@@ -43,6 +44,7 @@ SEEDS = ROOT / "seeds"
 FILES = {"dev": HERE / "dev.jsonl", "test": HERE / "test.jsonl"}
 DIALOGUES = HERE / "dialogues.jsonl"
 DIALOGUES_TEST = HERE / "dialogues_test.jsonl"  # held out: written before the follow-up rule was tuned
+DIALOGUES_HELDOUT = HERE / "dialogues_heldout.jsonl"  # a second held-out set, written blind
 DIALOGUE_KINDS = {"followup", "new"}
 LEGACY = HERE / "queries.jsonl"
 
@@ -300,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     problems: list[str] = []
     corpus = Corpus()
     sets = {name: read_jsonl(path, problems) for name, path in FILES.items()}
-    dialogues = [r for path in (DIALOGUES, DIALOGUES_TEST) if path.exists() for r in read_jsonl(path, problems)]
+    dialogue_files = (DIALOGUES, DIALOGUES_TEST, DIALOGUES_HELDOUT)
+    dialogues = [r for path in dialogue_files if path.exists() for r in read_jsonl(path, problems)]
     rows = [r for rs in sets.values() for r in rs]
 
     check_rows(rows, problems)

@@ -53,7 +53,7 @@ format: install
 # bench/scale.py (10k and 100k passages) to bench/RESULTS.md; builds the seed index first if
 # needed. The 1M run takes tens of minutes and ~15 GB of disk: make bench SCALE=10000,100000,1000000;
 # `make bench SCALE=` skips the scale runs (peers and start-up only).
-# Studies that need an index argument: bench/backends.py, bench/calibration.py, bench/ranker.py,
+# Studies that need an index argument: bench/backends.py, bench/calibration.py, bench/ranker.py, bench/evidence.py,
 # bench/followups.py, bench/milvus_scale.py, bench/stores_seed.py (see each file's docstring).
 SCALE ?= 10000,100000
 bench: install $(VENV)/.bench-installed

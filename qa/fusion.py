@@ -91,3 +91,18 @@ def fuse(candidates: Sequence[Candidate], strategy: str, lexical_max: float) -> 
     scored = [(c, float(score(c, scale))) for c in candidates]
     scored.sort(key=lambda cs: (-cs[1], cs[0].order))
     return scored
+
+
+def rrf_merge(rankings: Sequence[Sequence[str]], k: int) -> list[tuple[str, int]]:
+    """The `k` best ids of several rankings (each best first) by reciprocal rank fusion, each
+    with the index of the ranking that placed it highest (the earlier one on a tie). Ties in
+    fused score go to the better single rank, then to the earlier ranking."""
+    score: dict[str, float] = {}
+    best: dict[str, tuple[int, int]] = {}  # id -> (its best rank, the ranking that gave it)
+    for source, ids in enumerate(rankings):
+        for rank, pid in enumerate(ids, start=1):
+            score[pid] = score.get(pid, 0.0) + 1.0 / (RRF_K + rank)
+            if pid not in best or rank < best[pid][0]:
+                best[pid] = (rank, source)
+    order = sorted(score, key=lambda pid: (-score[pid], best[pid]))
+    return [(pid, best[pid][1]) for pid in order[:k]]

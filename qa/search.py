@@ -25,7 +25,7 @@ from qa.documents import Document
 from qa.embed import Encoder, make_encoder
 from qa.errors import IndexMismatchError, QueryError
 from qa.followup import has_own_words, with_context
-from qa.fusion import DEFAULT_FUSION, FUSIONS, RRF_K, Candidate, Fusion, fuse
+from qa.fusion import DEFAULT_FUSION, FUSIONS, Candidate, Fusion, fuse, rrf_merge
 from qa.index import Index, check_model
 from qa.lexical import fold, latin_terms, replace_surrogates, tokenize
 from qa.manifest import Calibration, Manifest, Verdict
@@ -312,26 +312,43 @@ class Retriever:
             return SearchResult(query, False, [], mode, 0.0, limit, tuple(warnings))
         interpreted = with_context(query, context)
         if interpreted and has_own_words(query):  # 那上海呢？: its own words count as much as the context
-            depth = max(k, FOLLOWUP_DEPTH)
-            with_ctx, alone = (self._hits(text, index, mode, depth, cal, limit) for text in (interpreted, query))
-            hits = fuse_hits(with_ctx, alone, k)
+            hits = self._followup_hits((interpreted, query), index, mode, k, cal, limit)
         else:
-            hits = self._hits(interpreted or query, index, mode, k, cal, limit)
+            r = self._rank(interpreted or query, index, mode, k)
+            hits = make_hits(index, r.q, r.ranked[:k], r.candidates, r.passages, cal, limit)
         top = hits[0].confidence if hits else 0.0
         verdict = cal.verdict(top, threshold) if hits else "not_found"
         return SearchResult(
             query, verdict != "not_found", hits, mode, top, limit, tuple(warnings), verdict, interpreted
         )
 
-    def _hits(self, text: str, index: Index, mode: Mode, k: int, cal: Calibration, limit: float) -> list[Hit]:
-        """The stages for one question text: candidates, fusion, (rerank), confidence, highlights."""
+    def _rank(self, text: str, index: Index, mode: Mode, k: int) -> Ranking:
+        """Stages 0-2 for one question text: candidates, fusion, (rerank)."""
         q = self._understand(text, index, mode)
         candidates = gather_candidates(index, q, mode, k, self._background_scores(q))
         ranked = fuse(candidates.items, self.fusion if mode == "hybrid" else mode, candidates.lexical_max)
         passages = {p.id: p for p in index.stores.passages.get([c.id for c, _ in ranked[: max(k, 20)]])}
         if self.reranker is not None:
             ranked = self.reranker.rerank(q, ranked, passages)
-        return make_hits(index, q, ranked[:k], candidates, passages, cal, limit)
+        return Ranking(q, ranked, candidates, passages)
+
+    def _followup_hits(self, texts: tuple[str, str], index: Index, mode: Mode, k: int, cal: Calibration,
+                       limit: float) -> list[Hit]:  # fmt: skip
+        """A follow-up searched with the previous question and on its own words, FOLLOWUP_DEPTH
+        deep each, the two rankings fused by reciprocal rank (`qa.fusion.rrf_merge`, untuned):
+        a passage both rank well comes first, and the best of each stays near the top. Each
+        kept passage's hit (confidence, highlights, evidence) comes from the search that ranked
+        it higher; only the `k` kept are built."""
+        depth = max(k, FOLLOWUP_DEPTH)
+        rankings = [self._rank(text, index, mode, depth) for text in texts]
+        kept = rrf_merge([[c.id for c, _ in r.ranked[:depth]] for r in rankings], k)
+        hits: dict[str, Hit] = {}
+        for source, ranking in enumerate(rankings):
+            mine = {pid for pid, s in kept if s == source}
+            ranked = [(c, score) for c, score in ranking.ranked[:depth] if c.id in mine]
+            hits.update((h.id, h) for h in make_hits(index, ranking.q, ranked, ranking.candidates,
+                                                     ranking.passages, cal, limit))  # fmt: skip
+        return [replace(hits[pid], rank=rank) for rank, (pid, _) in enumerate(kept, start=1)]
 
     def _background_vectors(self) -> np.ndarray:
         """The background sentences (qa.background) embedded once, for the "gap" feature."""
@@ -396,19 +413,15 @@ def gather_candidates(index: Index, q: Query, mode: Mode, k: int, background: Se
 FOLLOWUP_DEPTH = 20  # how deep each of a follow-up's two rankings goes before they are fused
 
 
-def fuse_hits(with_context: Sequence[Hit], alone: Sequence[Hit], k: int) -> list[Hit]:
-    """A follow-up's two searches, with the previous question and on its own words, fused by
-    reciprocal rank (RRF_K, untuned): a passage both rank well comes first, and the best of
-    each list stays near the top. A passage keeps the hit of the search that ranked it higher."""
-    score: dict[str, float] = {}
-    best: dict[str, Hit] = {}
-    for hits in (with_context, alone):
-        for hit in hits:
-            score[hit.id] = score.get(hit.id, 0.0) + 1.0 / (RRF_K + hit.rank)
-            if hit.id not in best or hit.rank < best[hit.id].rank:
-                best[hit.id] = hit
-    order = sorted(score, key=lambda i: (-score[i], best[i].rank))
-    return [replace(best[i], rank=rank) for rank, i in enumerate(order[:k], start=1)]
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """One question text through stages 0-2: its parsed query, the candidates, their fused
+    (and reranked) order, and the passages of the head of that order."""
+
+    q: Query
+    ranked: list[tuple[Candidate, float]]
+    candidates: Candidates
+    passages: dict[str, Passage]
 
 
 def _best(units: list[ScoredUnit] | None) -> float:

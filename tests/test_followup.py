@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from qa.followup import MAX_PRONOUN_CHARS, has_own_words, is_followup, with_context
-from qa.search import Hit, Retriever, fuse_hits
+from qa.fusion import rrf_merge
+from qa.search import Retriever
 
 PREVIOUS = "天津组织部门在疫情防控中制定了什么机制？"
 
@@ -94,17 +95,12 @@ def test_only_followups_with_words_of_their_own_are_also_searched_alone() -> Non
     assert not has_own_words("为什么？") and not has_own_words("具体有哪些？") and not has_own_words("what else?")
 
 
-def _hit(pid: str, rank: int) -> Hit:
-    return Hit(rank, 1.0 / rank, pid, (), (), pid, 0.5, False)
-
-
-def test_fuse_hits_puts_what_both_rank_well_first_and_keeps_each_lists_best() -> None:
-    with_ctx = [_hit(p, r) for r, p in enumerate(["previous-answer", "both", "c3", "c4", "c5"], start=1)]
-    alone = [_hit(p, r) for r, p in enumerate(["own-answer", "a2", "a3", "both", "a5"], start=1)]
-    fused = fuse_hits(with_ctx, alone, 4)
-    assert [h.id for h in fused] == ["both", "previous-answer", "own-answer", "a2"]
-    assert [h.rank for h in fused] == [1, 2, 3, 4]
-    assert fused[0] is not with_ctx[1] and fused[0].text == "both"  # a copy, renumbered
+def test_rrf_merge_puts_what_both_rank_well_first_and_keeps_each_lists_best() -> None:
+    with_ctx = ["previous-answer", "both", "c3", "c4", "c5"]
+    alone = ["own-answer", "a2", "a3", "both", "a5"]
+    fused = rrf_merge([with_ctx, alone], 4)
+    assert [pid for pid, _ in fused] == ["both", "previous-answer", "own-answer", "a2"]
+    assert [source for _, source in fused] == [0, 0, 1, 1]  # "both" from the list that ranked it higher
 
 
 def test_a_followup_with_its_own_words_finds_what_they_name(hash_index) -> None:

@@ -279,10 +279,10 @@ class Library:
     def documents(self) -> list[dict[str, Any]]:
         return self._retriever.documents()
 
-    def original_copy(self, file: str) -> Path:
-        """A copy of an indexed document's file (checksum checked) in this server's temporary
-        folder, which Gradio may serve for download; the documents folder itself is blocked."""
-        raw = self._retriever.original(file)
+    def original_copy(self, file: str, raw: bytes) -> Path:
+        """A copy of an indexed document's file (`raw`, from `Retriever.original`) in this
+        server's temporary folder, which Gradio may serve for download; the documents folder
+        itself is blocked."""
         with self._lock:
             if self._originals is None:
                 self._originals = Path(tempfile.mkdtemp(prefix="qa-originals-"))
@@ -500,8 +500,9 @@ def create_app(
         except ValueError:
             return f'<p class="qa-src-empty">{VIEWER_HINT}</p>', no_download
         try:
-            doc = library.retriever.document(file)
-            original = library.original_copy(file)
+            raw = library.retriever.original(file)  # read and checked once, for the text and the download
+            doc = parse_document(raw, file)
+            original = library.original_copy(file, raw)
         except (QAError, OSError) as exc:
             return f'<p class="qa-warn">无法打开原文：{esc(str(exc))}</p>', no_download
         page = next((getattr(s, "page", None) for p in library.retriever.passages() for s in p.sources

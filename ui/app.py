@@ -61,6 +61,7 @@ from qa import (
     open_or_build,
     parse_document,
 )
+from qa.runtime import in_background
 from qa.stores.local import set_faiss_threads
 from ui.render import CSS, answer_html, esc, question_html, source_view_html
 
@@ -370,7 +371,11 @@ class Library:
                 raise
 
     def _rebuild(self, on_progress: Callable[[Stage, int, int], None] | None) -> BuildReport:
-        """Update the index from the documents folder, then search the new one."""
+        """Update the index from the documents folder, then search the new one. The update runs
+        at a lower priority (qa.runtime.in_background), so the searches meanwhile keep their cores."""
+        return in_background(lambda: self._update(on_progress), name="qa-index-update")
+
+    def _update(self, on_progress: Callable[[Stage, int, int], None] | None) -> BuildReport:
         retriever = self._retriever
         report = retriever.index.update(
             self.docs_dir, encoder=retriever.encoder if retriever.has_dense else None, on_progress=on_progress

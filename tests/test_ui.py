@@ -107,6 +107,8 @@ def test_safe_filename_refuses_other_types(name):
 
 def test_build_events_become_chinese_labels_on_a_monotonic_bar():
     assert stage_progress(Stage.EMBED, 3, 12) == ("向量化新文本单元 3/12", pytest.approx(0.3 + 0.55 * 0.25))
+    assert stage_progress(Stage.EMBED, 30, 120, 1.5)[0] == "向量化新文本单元 30/120，每秒 20.0 个，约剩 5 秒"
+    assert stage_progress(Stage.EMBED, 10, 1000, 2.0)[0].endswith("约剩 3 分 18 秒")
     assert stage_progress(Stage.READ, 0, 5)[0] == "读取文档"
     events = [(stage, done, 4) for stage in Stage for done in range(5)]
     shares = [stage_progress(*e)[1] for e in events]

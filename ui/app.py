@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -240,19 +241,32 @@ _STAGES: dict[Stage, tuple[str, float, float]] = {
 }
 
 
-def stage_progress(stage: Stage, done: int, total: int) -> tuple[str, float]:
-    """A build event in Chinese, and how far along the whole update is (0..1)."""
+def stage_progress(stage: Stage, done: int, total: int, seconds: float | None = None) -> tuple[str, float]:
+    """A build event in Chinese, and how far along the whole update is (0..1). `seconds`: how long
+    the embedding has run, for its speed and the time left."""
     label, lo, hi = _STAGES[stage]
     if stage == Stage.EMBED and total:
         label = f"向量化新文本单元 {done}/{total}"
+        if seconds and seconds > 0 and 0 < done < total:
+            rate = done / seconds
+            label += f"，每秒 {rate:.1f} 个，约剩 {_duration((total - done) / rate)}"
     return label, lo + (hi - lo) * (done / total if total else 1.0)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(1, math.ceil(seconds))
+    return f"{seconds} 秒" if seconds < 60 else f"{seconds // 60} 分 {seconds % 60} 秒"
 
 
 def _reporter(progress: gr.Progress) -> Callable[[Stage, int, int], None]:
     """Build events shown on a Gradio progress bar."""
+    started: list[float] = []
 
     def report(stage: Stage, done: int, total: int) -> None:
-        label, share = stage_progress(stage, done, total)
+        if stage == Stage.EMBED and not started:
+            started.append(time.monotonic())
+        seconds = time.monotonic() - started[0] if started and stage == Stage.EMBED else None
+        label, share = stage_progress(stage, done, total, seconds)
         progress(share, desc=label)
 
     return report

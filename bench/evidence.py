@@ -1,12 +1,14 @@
 """The answer line: how often the sentence a reply shows as 答： holds the answer.
 
     python bench/evidence.py [--index vectors/default] [--queries tests/data/dev.jsonl] [--weights 0,0.1,0.3]
+                             [--type-weights 0,0.05,0.1]
 
 For every answerable question whose top hit is relevant and has several sentences, the
 evidence sentence (`Hit.evidence`) counts as right when it holds one of the question's
 answers (or lies inside one), after NFKC and whitespace removal. Each weight is a value of
 `qa.search.EVIDENCE_KEYWORD_WEIGHT` (the share of the question's keywords a sentence holds,
-added to its cosine). Choose on the dev split; report the test split once.
+added to its cosine); each type weight a value of `qa.search.EVIDENCE_TYPE_WEIGHT` (added when
+the sentence holds an answer of the kind asked, qa.answer_type). Choose on the dev split; report the test split once.
 """
 
 from __future__ import annotations
@@ -33,12 +35,15 @@ def main() -> None:
     ap.add_argument("--index", default=str(ROOT / "vectors/default"))
     ap.add_argument("--queries", default=str(ROOT / "tests/data/dev.jsonl"))
     ap.add_argument("--weights", default=str(qa.search.EVIDENCE_KEYWORD_WEIGHT))
+    ap.add_argument("--type-weights", default=str(qa.search.EVIDENCE_TYPE_WEIGHT))
     args = ap.parse_args()
     retriever = qa.search.Retriever.load(args.index, check_stale=False)
     corpus = corpus_of(retriever)
     queries = [q for q in load_queries(args.queries) if q.answers]
-    for weight in (float(w) for w in args.weights.split(",")):
+    grid = [(float(w), float(t)) for w in args.weights.split(",") for t in args.type_weights.split(",")]
+    for weight, typed in grid:
         qa.search.EVIDENCE_KEYWORD_WEIGHT = weight
+        qa.search.EVIDENCE_TYPE_WEIGHT = typed
         counted = right = 0
         for q in queries:
             hits = retriever.search(q.query, k=5).hits
@@ -48,7 +53,7 @@ def main() -> None:
             sentence = _norm(hits[0].text[start:end])
             counted += 1
             right += any(_norm(a) in sentence or sentence in _norm(a) for a in q.answers)
-        print(f"{args.queries}: weight {weight}: {right}/{counted} evidence sentences hold the answer "
+        print(f"{args.queries}: weight {weight}, type weight {typed}: {right}/{counted} evidence sentences hold the answer "
               f"({right / max(counted, 1):.3f})")  # fmt: skip
 
 

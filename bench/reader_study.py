@@ -9,9 +9,10 @@ confidence and its verdict; the reader reads the top `--read` passages in one ba
 per file and kind:
 - AUROC, answerable against unanswerable (near_topic, unanswerable), of today's top confidence,
   of the reader's best answerability, and of their product;
-- where the top passage holds a gold answer: how often today's evidence sentence holds it, and
-  how often the reader's span (read on that passage) holds it or lies inside it (a span that
-  is part of the gold answer does not count);
+- where the top passage holds a gold answer: how often today's evidence sentence holds it, how
+  often the reader's span (read on that passage) holds it (a span that is only part of the gold
+  answer does not count), and how often the sentence around the span holds it (what an answer
+  line with the span marked inside its sentence would show);
 - the reader's time per question.
 
 Choose only on the development files (tests/data/dev.jsonl, tests/data/reader_dev.jsonl);
@@ -51,6 +52,16 @@ def holds(text: str, answers: list[str]) -> bool:
     return any(fold(a).replace(" ", "") in folded for a in answers if a)
 
 
+def _sentence_of(text: str, span: tuple[int, int] | None) -> str:
+    """The sentence(s) of `text` that the span overlaps: what the answer line would show."""
+    from qa.split import split_sentences
+
+    if span is None:
+        return ""
+    parts = [(s, e) for s, e in split_sentences(text) if s < span[1] and e > span[0]]
+    return text[parts[0][0] : parts[-1][1]] if parts else text[span[0] : span[1]]
+
+
 def load(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
 
@@ -80,6 +91,7 @@ def study(retriever: Any, reader: Any, rows: list[dict[str, Any]], read: int) ->
             record["evidence_holds"] = holds(top.text[s:e], answers)
             span = readings[0].text if readings else ""
             record["evidence"] = top.text[s:e]
+            record["span_sentence_holds"] = bool(readings) and holds(_sentence_of(top.text, readings[0].span), answers)
             record["span_holds"] = bool(span) and holds(span, answers)
             record["span"] = span
         out.append(record)
@@ -101,6 +113,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         summary["top_right"] = len(right)
         summary["evidence_holds"] = round(sum(r["evidence_holds"] for r in right) / len(right), 3)
         summary["span_holds"] = round(sum(r["span_holds"] for r in right) / len(right), 3)
+        summary["span_sentence_holds"] = round(sum(r["span_sentence_holds"] for r in right) / len(right), 3)
     verdicts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in records:
         verdicts["answerable" if r["answerable"] else r["kind"]][r["verdict"]] += 1

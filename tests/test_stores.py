@@ -43,7 +43,9 @@ def _passages() -> list[Passage]:
         Passage(passage_id(t), t, (Source('边界/edge\'s "file".txt', "边界", i + 1, 0, len(t), i),))
         for i, t in enumerate(EDGE_TEXTS)
     ]
-    return seeds + edge
+    paged = "第二页：食堂每桌最多坐四个人。"  # a PDF's passage: its citation names its page
+    pdf = [Passage(passage_id(paged), paged, (Source("通知.pdf", "某单位防疫通知", 2, 0, len(paged), 0, 2),))]
+    return seeds + edge + pdf
 
 
 PASSAGES = _passages()
@@ -151,8 +153,10 @@ def test_passages_get_iter_and_neighbours(harness: Harness):
     for p in PASSAGES[::7] + PASSAGES[-3:]:
         for s in p.sources:
             assert store.neighbours(s) == reference.neighbours(s)
-    edge = PASSAGES[-3]
+    edge = PASSAGES[-4]
     assert edge.source.file == '边界/edge\'s "file".txt' and store.get([edge.id]) == [edge]
+    paged = PASSAGES[-1]
+    assert store.get([paged.id])[0].source.page == 2  # every store keeps the page
 
 
 def test_a_moved_passage_leaves_its_old_place(harness: Harness):

@@ -24,6 +24,7 @@ from qa.errors import IndexCorruptError
 from qa.lexical import LexicalIndex, tokenize
 from qa.split import Passage, Source
 from qa.stores import ScoredUnit, Unit, check_query
+from qa.stores.rows import source_from_dict, source_to_dict
 
 # Which FAISS index, by the number of unit vectors (about 4 a passage), chosen on
 # bench/scale.py's measurements (bench/RESULTS.md: recombined seed text, 200 real questions,
@@ -54,22 +55,13 @@ FIX = "Rebuild the index: qa index build --force"
 
 
 def passage_to_json(p: Passage) -> str:
-    sources = [
-        {"file": s.file, "title": s.title, "paragraph": s.paragraph, "span": [s.start, s.end], "order": s.order,
-         "page": s.page}
-        for s in p.sources
-    ]  # fmt: skip
+    sources = [source_to_dict(s) for s in p.sources]
     return json.dumps({"id": p.id, "text": p.text, "sources": sources}, ensure_ascii=False)
 
 
 def passage_from_json(line: str) -> Passage:
     d = json.loads(line)
-    sources = tuple(
-        Source(s["file"], s["title"], int(s["paragraph"]), int(s["span"][0]), int(s["span"][1]), int(s["order"]),
-               int(s["page"]) if s.get("page") is not None else None)
-        for s in d["sources"]
-    )  # fmt: skip
-    return Passage(str(d["id"]), str(d["text"]), sources)
+    return Passage(str(d["id"]), str(d["text"]), tuple(source_from_dict(s) for s in d["sources"]))
 
 
 def reading_order(p: Passage) -> tuple[str, int]:

@@ -59,6 +59,7 @@ from qa.lexical import BM25_PARAMS, pinyin_terms, tokenize
 from qa.manifest import Manifest, StoreInfo
 from qa.split import Passage, Source
 from qa.stores import ScoredUnit, Unit, check_query
+from qa.stores.rows import source_from_dict, source_to_dict
 
 if TYPE_CHECKING:
     from qa.index import Stores
@@ -425,10 +426,7 @@ def _utf8(value: str) -> int:
 
 
 def _passage_row(p: Passage) -> dict[str, Any]:
-    sources = [
-        {"file": s.file, "title": s.title, "paragraph": s.paragraph, "span": [s.start, s.end], "order": s.order}
-        for s in p.sources
-    ]
+    sources = [source_to_dict(s) for s in p.sources]  # with the page: a PDF citation keeps it
     if _utf8(p.text) > MAX_VARCHAR_BYTES:
         raise StoreError(
             f"Passage {p.id} of {p.source.file} is {_utf8(p.text)} bytes of UTF-8, over Milvus's VARCHAR limit "
@@ -444,11 +442,7 @@ def _passage_row(p: Passage) -> dict[str, Any]:
 
 
 def _passage(row: dict[str, Any]) -> Passage:
-    sources = tuple(
-        Source(s["file"], s["title"], int(s["paragraph"]), int(s["span"][0]), int(s["span"][1]), int(s["order"]))
-        for s in row["sources"]
-    )
-    return Passage(str(row["passage_id"]), str(row["text"]), sources)
+    return Passage(str(row["passage_id"]), str(row["text"]), tuple(source_from_dict(s) for s in row["sources"]))
 
 
 def _reading_order(p: Passage) -> tuple[str, int]:

@@ -1,0 +1,23 @@
+"""One encoding of a passage's places, used by every store: a field added here reaches them all.
+
+A `Source` becomes a plain dict (JSON in passages.jsonl, a JSON field in Milvus) and back. Rows
+written before a field existed read it as its default (`page`: None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from qa.split import Source
+
+
+def source_to_dict(s: Source) -> dict[str, Any]:
+    return {"file": s.file, "title": s.title, "paragraph": s.paragraph, "span": [s.start, s.end], "order": s.order,
+            "page": s.page}  # fmt: skip
+
+
+def source_from_dict(d: Mapping[str, Any]) -> Source:
+    page = d.get("page")
+    return Source(str(d["file"]), str(d["title"]), int(d["paragraph"]), int(d["span"][0]), int(d["span"][1]),
+                  int(d["order"]), int(page) if page is not None else None)  # fmt: skip

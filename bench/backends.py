@@ -73,7 +73,8 @@ class Timed:
 
 def run_backend(backend: str, tmp: Path, threads: int | None, batch_size: int, queries: list[Any]) -> dict[str, Any]:
     from qa.embed import make_encoder, probe_vector
-    from qa.index import Index, build_index, sentence_units
+    from qa.index import Index, build_index
+    from qa.split import sentence_units
 
     enc = make_encoder(backend=backend, threads=threads, batch_size=batch_size)  # type: ignore[arg-type]
     t = time.perf_counter()

@@ -39,10 +39,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qa.documents import read_documents  # noqa: E402
-from qa.index import Stores, sentence_units  # noqa: E402
+from qa.index import Stores  # noqa: E402
 from qa.lexical import pinyin_terms, tokenize  # noqa: E402
 from qa.search import Query, gather_candidates  # noqa: E402
-from qa.split import Passage, Source, passage_id, split_sentences  # noqa: E402
+from qa.split import (  # noqa: E402
+    Passage,
+    Source,
+    passage_id,
+    sentence_units,
+    split_sentences,
+)
 from qa.stores import milvus  # noqa: E402
 from qa.stores.local import Bm25KeywordStore, FaissVectorStore, PassageTable  # noqa: E402
 

@@ -18,7 +18,7 @@ and the recall of the approximate index against exact search at the same size ar
 on these vectors, and the queries are real questions (tests/data/*.jsonl) embedded for real.
 
 "1M passages" means a million passages, not a million vectors: the index holds one vector for
-each passage and one for each of its sentences (`qa.index.sentence_units`), about 4.0 a
+each passage and one for each of its sentences (`qa.split.sentence_units`), about 4.0 a
 passage here as in the seed corpus, so 4M vectors, and the approximate index must find the
 best passages through them.
 

@@ -312,8 +312,7 @@ def calibration_texts(docs: str | Path | None = None, limit: int = CALIBRATION_S
     """
     from qa import DEFAULT_DOCS
     from qa.documents import read_documents
-    from qa.index import sentence_units
-    from qa.split import collapse_duplicates, split_document
+    from qa.split import collapse_duplicates, sentence_units, split_document
 
     folder = Path(docs or os.environ.get("QA_CALIBRATION_DOCS") or DEFAULT_DOCS)
     if not folder.is_dir():

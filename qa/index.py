@@ -46,8 +46,15 @@ from qa.manifest import (
     StoreKind,
 )
 from qa.progress import Progress, Stage, no_progress
-from qa.split import DEFAULT_MAX_CHARS, DEFAULT_NEAR_DUP, Passage, collapse_duplicates, split_document, split_sentences
-from qa.stores import KeywordStore, PassageStore, Unit, VectorStore
+from qa.split import (
+    DEFAULT_MAX_CHARS,
+    DEFAULT_NEAR_DUP,
+    Passage,
+    collapse_duplicates,
+    sentence_units,
+    split_document,
+)
+from qa.stores import KeywordStore, PassageStore, VectorStore
 from qa.stores.local import Bm25KeywordStore, FaissVectorStore, PassageTable
 
 log = logging.getLogger(__name__)
@@ -417,19 +424,6 @@ def _open_stores(folder: Path, manifest: Manifest) -> Stores:
 
 
 # ---------------------------------------------------------------- building
-
-
-def sentence_units(passage: Passage) -> list[Unit]:
-    """The passage whole, plus each of its sentences if it has several (of at least 4 characters).
-
-    Sentence vectors give fine-grained evidence (and help cross-lingual questions); a
-    passage's dense score is the best of its units.
-    """
-    units = [Unit(passage.id, 0, len(passage.text))]
-    spans = split_sentences(passage.text)
-    if len(spans) > 1:
-        units.extend(Unit(passage.id, s, e) for s, e in spans if e - s >= 4)
-    return units
 
 
 def _params(max_chars: int, near_dup: float) -> dict[str, Any]:

@@ -262,3 +262,25 @@ def _root(parent: list[int], i: int) -> int:
     while parent[i] != i:
         i = parent[i]
     return i
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """An embedded span of a passage: the passage whole (start 0, end len(text)) or one sentence."""
+
+    passage: str
+    start: int
+    end: int
+
+
+def sentence_units(passage: Passage) -> list[Unit]:
+    """The passage whole, plus each of its sentences if it has several (of at least 4 characters).
+
+    Sentence vectors give fine-grained evidence (and help cross-lingual questions); a
+    passage's dense score is the best of its units.
+    """
+    units = [Unit(passage.id, 0, len(passage.text))]
+    spans = split_sentences(passage.text)
+    if len(spans) > 1:
+        units.extend(Unit(passage.id, s, e) for s, e in spans if e - s >= 4)
+    return units

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from qa.documents import read_documents
-from qa.index import Stores, sentence_units
+from qa.index import Stores
 from qa.lexical import LexicalIndex, latin_terms, tokenize
 from qa.manifest import StoreInfo
-from qa.split import Passage, Source, collapse_duplicates, passage_id, split_document
+from qa.split import Passage, Source, collapse_duplicates, passage_id, sentence_units, split_document
 from qa.stores import Unit
 from qa.stores import milvus as milvus_store
 from qa.stores.local import Bm25KeywordStore, FaissVectorStore, PassageTable

@@ -20,16 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from qa.errors import IndexMismatchError
-from qa.split import Passage, Source
-
-
-@dataclass(frozen=True, slots=True)
-class Unit:
-    """An embedded span of a passage: the passage whole (start 0, end len(text)) or one sentence."""
-
-    passage: str
-    start: int
-    end: int
+from qa.split import Passage, Source, Unit  # Unit lives with the splitter that makes it
 
 
 @dataclass(frozen=True, slots=True)

@@ -289,7 +289,7 @@ class FaissVectorStore:
 
 class _UnitGroups:
     """Which rows hold each passage's units. A build appends a passage's units together, the
-    whole passage first (`qa.index.sentence_units`), so they are runs: the run starts, and the
+    whole passage first (`qa.split.sentence_units`), so they are runs: the run starts, and the
     run ids sorted once (a binary search finds a passage), cost a few bytes a passage where a
     dict of row arrays costs hundreds. Units in any other order fall back to that dict."""
 

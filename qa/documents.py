@@ -11,14 +11,12 @@ Each non-empty line of `Document.text` is one paragraph.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import io
 import logging
 import re
 import zipfile
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Literal
@@ -26,52 +24,18 @@ from typing import Literal
 import yaml
 
 from qa.errors import DocumentsError
+from qa.formats.base import TITLE_MAX_CHARS as TITLE_MAX_CHARS  # re-exported: the readers' shared types
+from qa.formats.base import Document as Document
+from qa.formats.base import Unreadable as Unreadable
+from qa.formats.base import UnreadableFile as UnreadableFile
+from qa.formats.base import short_title as short_title
 from qa.progress import Progress, Stage, no_progress
 
 log = logging.getLogger(__name__)
 
 # .doc is listed only to tell its owner to save it as .docx.
 SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".doc"})
-TITLE_MAX_CHARS = 40
 META_MAX_CHARS = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """One source file as clean text. `path` is relative to the documents folder.
-
-    `pages` holds the offset in `text` where each page starts (page 1 first), for
-    formats that have pages (PDF); it is empty for the others.
-    """
-
-    path: str
-    title: str
-    text: str
-    sha256: str
-    meta: Mapping[str, str] = field(default_factory=dict)
-    pages: tuple[int, ...] = ()
-
-    def page_at(self, offset: int) -> int | None:
-        """The 1-based page that holds character `offset` of `text`, or None without pages."""
-        if not self.pages:
-            return None
-        return max(bisect.bisect_right(self.pages, offset), 1)
-
-    @property
-    def paragraphs(self) -> list[tuple[int, int]]:
-        """Character spans of the paragraphs (the non-empty lines) of `text`."""
-        return [(m.start(), m.end()) for m in re.finditer(r"[^\n]+", self.text)]
-
-
-Unreadable = Literal["binary", "encoding", "empty", "no_text_layer", "encrypted", "broken", "legacy_doc"]
-
-
-class UnreadableFile(Exception):
-    """A file that cannot be read as a document; `reason` says why, for messages in other languages."""
-
-    def __init__(self, message: str, reason: Unreadable) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 # ---------------------------------------------------------------- decoding
@@ -349,14 +313,6 @@ def parse_text(raw: bytes, path: str) -> Document:
     title = short_title(meta.get("title") or html_title or _heading(text) or first_line)
     meta = {k: v for k, v in meta.items() if k in ("title", "date", "author", "source", "categories")}
     return Document(path=path, title=title, text=body, sha256=hashlib.sha256(raw).hexdigest(), meta=meta)
-
-
-def short_title(title: str) -> str:
-    """A title on one line, at most TITLE_MAX_CHARS long (an ellipsis marks the cut)."""
-    title = re.sub(r"\s+", " ", title).strip()
-    if len(title) > TITLE_MAX_CHARS:
-        title = title[:TITLE_MAX_CHARS].rstrip() + "…"
-    return title
 
 
 def _heading(text: str) -> str:

@@ -22,7 +22,7 @@ import docx
 from docx.table import Table
 from docx.text.paragraph import Paragraph
 
-from qa.documents import Document, UnreadableFile, short_title
+from qa.formats.base import Document, UnreadableFile, short_title
 
 CELL_SEP = "，"
 ROW_END = "；"

@@ -20,7 +20,7 @@ from collections import Counter
 from pypdf import PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError
 
-from qa.documents import Document, UnreadableFile, short_title
+from qa.formats.base import Document, UnreadableFile, short_title
 
 log = logging.getLogger(__name__)
 

@@ -79,12 +79,15 @@ def encrypted_pdf(pdf: bytes, user_password: str) -> bytes:
 Block = tuple[str, str] | list[list[str]]
 
 
-def docx_bytes(blocks: Sequence[Block], core_title: str = "") -> bytes:
-    """A .docx from ("Title" | "Heading N" | "Normal", text) paragraphs and tables (lists of rows)."""
+def docx_bytes(blocks: Sequence[Block], core_title: str = "", header: str = "") -> bytes:
+    """A .docx from ("Title" | "Heading N" | "Normal", text) paragraphs and tables (lists of rows),
+    with `header` as its page header."""
     import docx
 
     word = docx.Document()
     word.core_properties.title = core_title
+    if header:
+        word.sections[0].header.paragraphs[0].text = header
     for block in blocks:
         if isinstance(block, list):
             table = word.add_table(rows=len(block), cols=len(block[0]))

@@ -179,6 +179,18 @@ def test_pdf_title_is_the_metadata_title_unless_it_is_a_placeholder():
         assert parse_document(pdf_bytes(pages, title=junk), "a.pdf").title == RULES[0]
 
 
+def test_pdf_title_is_the_running_header_or_the_file_name_never_a_sentence():
+    pages = [
+        ["第一页：本通知适用于全体职工。会议室每天通风两次。"],
+        ["第二页：食堂每桌最多坐四个人。"],
+        ["第三页：外来人员须登记。"],
+    ]
+    assert parse_document(pdf_bytes(pages, header="某单位防疫通知"), "x.pdf").title == "某单位防疫通知"
+    assert parse_document(pdf_bytes(pages), "docs/通知.pdf").title == "通知"
+    dated = parse_document(pdf_bytes(pages, header="2022年4月5日"), "通知.pdf")
+    assert dated.title == "通知" and "2022年4月5日" not in dated.text  # a dated header is dropped, not a name
+
+
 # ---------------------------------------------------------------- Word
 
 
@@ -227,7 +239,10 @@ def test_a_merged_cell_is_read_once():
 def test_docx_title_without_headings_is_the_core_title_or_the_first_line():
     body = [("Normal", "第一段正文。"), ("Normal", "第二段正文。")]
     assert parse_document(docx_bytes(body, core_title="会议纪要"), "a.docx").title == "会议纪要"
-    assert parse_document(docx_bytes(body), "a.docx").title == "第一段正文。"
+    assert parse_document(docx_bytes(body), "会议纪要（草稿）.docx").title == "会议纪要（草稿）"  # never a sentence
+    assert parse_document(docx_bytes(body, header="某单位防疫通知"), "a.docx").title == "某单位防疫通知"
+    assert parse_document(docx_bytes(body, header="第 1 页"), "b.docx").title == "b"  # a page number is no name
+    assert parse_document(docx_bytes([("Normal", "值班安排"), *body]), "c.docx").title == "值班安排"  # a heading line
 
 
 def test_damaged_docx_and_legacy_doc_say_what_to_do():

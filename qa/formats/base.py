@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 TITLE_MAX_CHARS = 40
+# A line that ends a sentence (its last mark, then closing quotes or brackets).
+SENTENCE_END = re.compile(r"[。！？；!?…：:.][”’」』\"')）】》]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +59,17 @@ def short_title(title: str) -> str:
     if len(title) > TITLE_MAX_CHARS:
         title = title[:TITLE_MAX_CHARS].rstrip() + "…"
     return title
+
+
+def file_title(path: str) -> str:
+    """A document's title from its file name: the name without its folder and extension."""
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return stem.strip() or name
+
+
+def heading_title(text: str) -> str:
+    """The first line of `text` if it reads as a heading (short, no sentence end), else "":
+    a sentence is never a title."""
+    first = text.split("\n", 1)[0].strip()
+    return first if 0 < len(first) <= TITLE_MAX_CHARS and not SENTENCE_END.search(first) else ""

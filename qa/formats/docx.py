@@ -17,12 +17,13 @@ import hashlib
 import io
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import docx
 from docx.table import Table
 from docx.text.paragraph import Paragraph
 
-from qa.formats.base import Document, UnreadableFile, short_title
+from qa.formats.base import SENTENCE_END, Document, UnreadableFile, file_title, heading_title, short_title
 
 CELL_SEP = "，"
 ROW_END = "；"
@@ -44,8 +45,22 @@ def read_docx(raw: bytes, path: str) -> Document:
         ) from exc
     if not lines:
         raise UnreadableFile("it has no text", "empty")
-    title = short_title(heading or core_title or lines[0])
+    title = short_title(heading or core_title or running_header(word) or heading_title(lines[0]) or file_title(path))
     return Document(path=path, title=title, text="\n".join(lines), sha256=hashlib.sha256(raw).hexdigest())
+
+
+def running_header(word: Any) -> str:
+    """The first line of the first section's page header, if it holds no digits (page numbers and
+    dates are not names); "" if there is none."""
+    try:
+        paragraphs = word.sections[0].header.paragraphs if word.sections else []
+    except Exception:  # a damaged header part must not cost the document
+        return ""
+    for paragraph in paragraphs:
+        line = _clean(paragraph.text)
+        if line:
+            return "" if re.search(r"\d", line) or SENTENCE_END.search(line) else line
+    return ""
 
 
 def _body(blocks: Iterable[Paragraph | Table]) -> tuple[list[str], str]:

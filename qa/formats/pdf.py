@@ -20,7 +20,7 @@ from collections import Counter
 from pypdf import PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError
 
-from qa.formats.base import Document, UnreadableFile, short_title
+from qa.formats.base import SENTENCE_END, Document, UnreadableFile, file_title, heading_title, short_title
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ _PAGE_NUMBER = re.compile(
     re.IGNORECASE,
 )
 # A line that ends a sentence (closing quotes and brackets may follow the mark) ...
-_SENTENCE_END = re.compile(r"[。！？；!?…：:.][”’」』\"')）】》]*$")
+_SENTENCE_END = SENTENCE_END
 # ... and one that cannot end a paragraph, however short it is.
 _OPEN_END = re.compile(r"[，,、（(“‘《「『]$")
 _CONTENTS_ENTRY = re.compile(r"(?:[.·…]\s?){3,}\s*\d+$")  # 第一章 总则 ………… 1
@@ -62,7 +62,7 @@ def read_pdf(raw: bytes, path: str) -> Document:
     text, starts = join_lines(drop_running_lines(pages))
     if not text:
         raise UnreadableFile("it has no text", "empty")
-    title = short_title(meta_title or text.split("\n", 1)[0])
+    title = short_title(meta_title or running_header(pages) or heading_title(text) or file_title(path))
     return Document(path=path, title=title, text=text, sha256=hashlib.sha256(raw).hexdigest(), pages=starts)
 
 
@@ -120,6 +120,21 @@ def drop_running_lines(pages: list[list[str]]) -> list[list[str]]:
         edges = _edges(lines)
         kept.append([line for i, line in enumerate(lines) if not (i in edges and layout(line))])
     return kept
+
+
+def running_header(pages: list[list[str]]) -> str:
+    """The line at the top of most pages (a document's name, repeated as a running header), if it
+    holds no digits (page numbers and dates are not names); "" if there is none."""
+    with_text = [lines for lines in pages if lines]
+    if len(with_text) < 2:
+        return ""
+    tops = Counter(line for lines in with_text for line in dict.fromkeys(lines[:EDGE_LINES]))
+    for line, n in tops.most_common():
+        if n < 2 or n <= REPEATED_ON * len(with_text):
+            break
+        if not re.search(r"\d", line) and not _SENTENCE_END.search(line):
+            return line
+    return ""
 
 
 def join_lines(pages: list[list[str]]) -> tuple[str, tuple[int, ...]]:

@@ -39,8 +39,9 @@ _SOFT_BREAK = re.compile(r"[，,、：:]")
 class Source:
     """Where a passage stands: file, document title, paragraph number (1-based),
     character span [start, end) in `Document.text`, its order among the
-    document's passages (0-based, for finding neighbours), and the page its start
-    is on (1-based; None for formats without pages)."""
+    document's passages (0-based, for finding neighbours), the page its start is on
+    (1-based; None for formats without pages), and the offsets in `Document.text`
+    inside the span where a later page starts (a passage that crosses pages)."""
 
     file: str
     title: str
@@ -49,6 +50,17 @@ class Source:
     end: int
     order: int
     page: int | None = None
+    page_starts: tuple[int, ...] = ()
+
+    def page_at(self, offset: int) -> int | None:
+        """The page of character `offset` of the passage's text (None without pages)."""
+        if self.page is None:
+            return None
+        return self.page + bisect.bisect_right(self.page_starts, self.start + offset)
+
+    @property
+    def last_page(self) -> int | None:
+        return None if self.page is None else self.page + len(self.page_starts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +143,8 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS) -> list[Pa
     def add(first: int, start: int, end: int) -> None:
         text = doc.text[start:end]
         if normalize(text):
-            src = Source(doc.path, doc.title, first, start, end, len(passages), doc.page_at(start))
+            src = Source(doc.path, doc.title, first, start, end, len(passages), doc.page_at(start),
+                         doc.page_starts_within(start, end))  # fmt: skip
             passages.append(Passage(passage_id(text), text, (src,)))
 
     def flush(lines: list[tuple[int, int, int]]) -> None:

@@ -279,6 +279,34 @@ def test_the_format_is_decided_by_content_not_by_name(tmp_path: Path):
 # ---------------------------------------------------------------- end to end
 
 
+def test_a_passage_across_two_pages_cites_the_page_of_its_answer(tmp_path: Path, capsys):
+    from qa.cli import main
+    from qa.index import build_index
+    from qa.search import Retriever, source_dict
+    from ui.render import answer_line_html, hit_html
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    pages = [
+        ["第一页：本通知适用于全体职工。会议室每天通风两次。"],
+        ["第二页：食堂每桌最多坐四个人。"],
+        ["第三页：外来人员须登记。"],
+    ]
+    (docs / "通知.pdf").write_bytes(pdf_bytes(pages, header="某单位防疫通知"))
+    build_index(docs, tmp_path / "index", dense=False)
+    hit = Retriever.load(tmp_path / "index").search("食堂每桌最多坐几个人", mode="lexical").hits[0]
+    src = hit.sources[0]
+    assert "食堂每桌最多坐四个人" in hit.text and src.title == "某单位防疫通知"
+    assert hit.evidence is not None and "食堂" in hit.text[hit.evidence[0] : hit.evidence[1]]
+    assert src.page == 1 and src.last_page is not None and src.last_page >= 2  # the passage crosses the page
+    assert src.page_at(hit.evidence[0]) == 2
+    assert "第2页" in answer_line_html(hit) and "第1页" not in answer_line_html(hit)  # 答：cites the answer's page
+    assert f"第1–{src.last_page}页" in hit_html(hit)  # the passage shown whole gives its range
+    assert source_dict(src)["page"] == 1 and source_dict(src)["last_page"] == src.last_page
+    assert main(["ask", "食堂每桌最多坐几个人", "--mode", "lexical", "--index", str(tmp_path / "index")]) == 0
+    assert f"第1–{src.last_page}页 [" in capsys.readouterr().out
+
+
 def test_pdf_and_docx_are_found_and_cited_with_page_and_title(tmp_path: Path, capsys):
     from qa.cli import main
     from qa.index import build_index
@@ -299,9 +327,10 @@ def test_pdf_and_docx_are_found_and_cited_with_page_and_title(tmp_path: Path, ca
     doc = parse_document((docs / "rules.pdf").read_bytes(), "rules.pdf")
     assert src.page == _expected_page(doc, pages, src.start) > 1
     assert source_dict(src)["page"] == src.page
-    assert citation_text(src).endswith(f"第{src.paragraph}段 · 第{src.page}页")
+    shown = f"{src.page}–{src.last_page}" if src.last_page != src.page else f"{src.page}"  # a range across pages
+    assert citation_text(src).endswith(f"第{src.paragraph}段 · 第{shown}页")
     assert main(["ask", "储备物资可以挪用吗", "--mode", "lexical", "--index", str(tmp_path / "index")]) == 0
-    assert f"来源：{src.title} · rules.pdf · 第{src.paragraph}段 · 第{src.page}页 [" in capsys.readouterr().out
+    assert f"来源：{src.title} · rules.pdf · 第{src.paragraph}段 · 第{shown}页 [" in capsys.readouterr().out
 
     hit = retriever.search("春节值班领导是谁", mode="lexical").hits[0]
     assert hit.sources[0].file == "notice.docx" and "张伟" in hit.text

@@ -524,8 +524,7 @@ def create_app(
             original = library.original_copy(file, raw)
         except (QAError, OSError) as exc:
             return f'<p class="qa-warn">无法打开原文：{esc(str(exc))}</p>', no_download
-        page = next((getattr(s, "page", None) for p in library.retriever.passages() for s in p.sources
-                     if s.file == file and s.start == span[0]), None)  # fmt: skip
+        page = doc.page_at(span[0] + evidence[0] if evidence[0] >= 0 else span[0])  # the answer sentence's page
         html = source_view_html(doc.title, file, doc.text, span, evidence if evidence[0] >= 0 else None, page)
         return html, gr.DownloadButton(f"下载原文件：{original.name}", value=str(original), visible=True)
 

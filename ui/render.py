@@ -108,13 +108,20 @@ def passage_html(text: str, highlights: Sequence[Sequence[int]] = (), evidence: 
     )
 
 
-def citation_text(source: Source) -> str:
+def citation_text(source: Source, at: int | None = None) -> str:
     """The plain-text citation of one source, e.g. 来源：标题 · a.txt · 第3段 (· 第2页 in a PDF)."""
-    return f"来源：{source.title} · {source.file} · 第{source.paragraph}段{page_text(source)}"
+    return f"来源：{source.title} · {source.file} · 第{source.paragraph}段{page_text(source, at)}"
 
 
-def page_text(source: Source) -> str:
-    return f" · 第{source.page}页" if source.page else ""
+def page_text(source: Source, at: int | None = None) -> str:
+    """· 第N页: the page of character `at` of the passage (its answer sentence), or, for the
+    passage shown whole, its pages (第1–2页 when it crosses a page); "" without pages."""
+    if source.page is None:
+        return ""
+    if at is not None:
+        return f" · 第{source.page_at(at)}页"
+    last = source.last_page
+    return f" · 第{source.page}–{last}页" if last != source.page else f" · 第{source.page}页"
 
 
 def source_link(source: Source, evidence: Sequence[int] | None) -> str:
@@ -124,11 +131,13 @@ def source_link(source: Source, evidence: Sequence[int] | None) -> str:
     return "#qa-src=" + quote(f"{source.start}|{source.end}|{ev[0]}|{ev[1]}|{source.file}", safe="")
 
 
-def citation_html(source: Source, evidence: Sequence[int] | None = None) -> str:
-    """A citation that opens the source viewer at the passage when clicked."""
+def citation_html(source: Source, evidence: Sequence[int] | None = None, *, of_evidence: bool = False) -> str:
+    """A citation that opens the source viewer at the passage when clicked; `of_evidence` cites
+    the page of the best sentence rather than the passage's pages."""
+    at = int(evidence[0]) if of_evidence and evidence else None
     return (
         f'<div class="qa-cite"><a class="qa-cite-link" href="{esc(source_link(source, evidence))}" '
-        f'title="在原文中查看">{esc(citation_text(source))}</a></div>'
+        f'title="在原文中查看">{esc(citation_text(source, at))}</a></div>'
     )
 
 
@@ -189,7 +198,7 @@ def answer_line_html(hit: Hit) -> str:
     start, end = hit.evidence or (0, len(hit.text))
     return (
         f'<p class="qa-answerline"><span class="qa-da">答：</span>{_marked(hit.text, start, end, hit.highlights)}</p>'
-        + citation_html(hit.sources[0], hit.evidence)
+        + citation_html(hit.sources[0], hit.evidence, of_evidence=True)
     )
 
 

@@ -36,6 +36,10 @@ class Document:
             return None
         return max(bisect.bisect_right(self.pages, offset), 1)
 
+    def page_starts_within(self, start: int, end: int) -> tuple[int, ...]:
+        """The offsets in (start, end) where a page starts: the page breaks inside a span."""
+        return tuple(p for p in self.pages[1:] if start < p < end)
+
     @property
     def paragraphs(self) -> list[tuple[int, int]]:
         """Character spans of the paragraphs (the non-empty lines) of `text`."""

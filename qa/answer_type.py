@@ -28,9 +28,13 @@ _DATE_QUESTION = re.compile(
     r"\bwhen\b|\bwhat (?:date|day|year|month|time)\b|\bwhich (?:date|day|year|month)\b",
     re.IGNORECASE,
 )
-_NUMBER = re.compile(
-    r"[0-9]|[零〇一二两三四五六七八九十百千万亿]+[个名位人次天年月日周岁种项家所条件例批轮支台辆架吨倍成%％]"
+# A quantity: a number (Arabic or Chinese numerals, 万/亿 allowed) with a measure word or a unit
+# after it, or a percentage. A date or a time (4日, 3月, 8时) is not a quantity.
+_NUMERAL = r"(?:[0-9][0-9,，.]*|[零〇一二两三四五六七八九十百千]+)(?:\s*[万亿千百])?"
+_MEASURE = (
+    r"[个名位人次天周岁种项家所条件例批轮支台辆架吨倍成管份张间床剂针层场只头米元克]|公里|公斤|千克|小时|分钟|万|亿"
 )
+_NUMBER = re.compile(f"{_NUMERAL}\\s*(?:{_MEASURE})|[0-9.]+\\s*[%％]|百分之[零〇一二三四五六七八九十百点]+")
 _DATE = re.compile(
     r"[0-9]{4}\s*年|[0-9一二三四五六七八九十]{1,3}\s*月\s*[0-9一二三四五六七八九十]{0,3}\s*[日号]?|"
     r"[0-9]{1,2}\s*[日号]|[0-9]{4}[-/.][0-9]{1,2}|[0-9]{1,2}\s*[时点]|"

@@ -31,8 +31,11 @@ def test_the_kind_asked(question: str, kind: str) -> None:
 def test_texts_that_hold_a_kind() -> None:
     assert holds_type("截至4月5日8时，全市共采样2566.5万人、242.7万管。", "quantity")
     assert holds_type("医疗队由三十名医生组成", "quantity")  # Chinese numerals with a measure word
+    assert not holds_type("2022年3月28日起分区分批实施", "quantity")
     assert not holds_type("医疗队里有医生和护士，大家一心一意。", "quantity")  # 一 without a measure word
     assert not holds_type("上海启动了全市核酸筛查。", "quantity")
+    assert not holds_type("上海4日启动了全市核酸筛查。", "quantity")  # a date is not a count
+    assert holds_type("返川仅3天", "quantity") and holds_type("接种率达到90%", "quantity")
     assert holds_type("上海4日启动了全市核酸筛查。", "date")
     assert holds_type("2022年3月28日起分区分批实施", "date")
     assert not holds_type("要坚持依法防控。", "date")

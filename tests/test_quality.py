@@ -42,6 +42,13 @@ def test_qa_ask_json_answers_the_shanghai_question(seed_index: Path, capsys, mon
     assert len(data["hits"][0]["sources"]) == 2  # 篇1 and 篇10 repeat it: one hit, two citations
 
 
+def test_the_answer_line_of_a_how_many_question_holds_the_number(seed_retriever: Retriever):
+    hit = seed_retriever.search("上海全市核酸筛查一共采样了多少人？", k=5).hits[0]
+    assert hit.evidence is not None
+    start, end = hit.evidence
+    assert "2566.5万人" in hit.text[start:end]  # not 上海4日启动了全市核酸筛查 (a date is no count)
+
+
 @pytest.mark.parametrize(
     ("query", "answer"),
     [

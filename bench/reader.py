@@ -135,14 +135,6 @@ def split_set(name: str, data: dict[str, Any], seed: int, articles: int | None, 
     return Split(name, documents, questions, len(entries), len(indexed), len(held_out))
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------- the index
 
 
@@ -364,6 +356,8 @@ def measure(name: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
         questions = random.Random(f"{args.seed}-questions").sample(questions, args.questions)
     else:
         questions = random.Random(f"{args.seed}-questions").sample(questions, len(questions))  # a random order
+    from qa.index import sha256_file
+
     retriever, index = open_index(split, args.cache, args.model)
     out: dict[str, Any] = {
         "file": str(path),

@@ -40,6 +40,7 @@ from torch.nn import functional as F
 
 from qa.cache import cache_root
 from qa.errors import ModelError, QueryError
+from qa.index import sha256_file
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -524,14 +525,6 @@ class ReaderCard:
         }
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -576,7 +569,7 @@ def save_delta(net: ReaderNet, path: Path, *, training: Mapping[str, Any] | None
             max_length=int((training or {}).get("max_length", MAX_LENGTH)),
             max_question_tokens=int((training or {}).get("max_question_tokens", MAX_QUESTION_TOKENS)),
             max_answer_tokens=MAX_ANSWER_TOKENS,
-            weights_sha256=_sha256_file(tmp / WEIGHTS_FILE),
+            weights_sha256=sha256_file(tmp / WEIGHTS_FILE),
             training=dict(training or {}),
         )
         _atomic_write(tmp / MODEL_CARD_FILE, _model_card(card).encode("utf-8"))
@@ -667,7 +660,7 @@ def load_delta(path: Path, *, base: Path | None = None, device: torch.device | s
         raise ModelError(
             f"{weights} is missing (reader.json is there). Restore it from git or retrain: {_train_hint(path)}"
         )
-    if _sha256_file(weights) != card.weights_sha256:
+    if sha256_file(weights) != card.weights_sha256:
         raise ModelError(
             f"{weights} does not match the sha256 in {CARD_FILE}: it is corrupt or from another export. "
             f"Restore both files from git (git checkout -- {path}) or retrain: {_train_hint(path)}"

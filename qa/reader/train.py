@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 import torch
 
-from qa.cache import cache_root
+from qa.cache import cache_root, write_atomic
 from qa.errors import ModelError, QAError
 from qa.index import sha256_file
 from qa.reader.model import (
@@ -433,10 +433,7 @@ def _write_checkpoint(run: Path, net: ReaderNet, optimizer: torch.optim.Optimize
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    latest = run / "latest.json"
-    tmp_latest = run / f".latest.{os.getpid()}.tmp"
-    tmp_latest.write_text(json.dumps({"checkpoint": name, "step": state["step"]}) + "\n", encoding="utf-8")
-    os.replace(tmp_latest, latest)
+    write_atomic(run / "latest.json", (json.dumps({"checkpoint": name, "step": state["step"]}) + "\n").encode())
     for old in run.glob("step-*"):
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)

@@ -28,12 +28,13 @@ index: install
 run: index
 	$(BIN)/qa serve --docs $(DOCS) --index $(INDEX)
 
-# Debian's Chromium and CJK fonts for the browser tests (Playwright cannot download a
-# browser here). Installed only when missing; needs root, as on CI.
+# Debian's Chromium and CJK fonts for the browser tests (Playwright cannot download a browser here),
+# and catdoc / antiword, which read legacy .doc files. Installed only when missing; needs root, as on CI.
 browser:
-	@if [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "noto.*cjk"; then \
-		echo "Installing chromium and CJK fonts (apt-get)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk >/dev/null; \
+	@if [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "noto.*cjk" || [ ! -x /usr/bin/catdoc ]; then \
+		echo "Installing chromium, CJK fonts and catdoc/antiword for .doc (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk \
+			catdoc antiword >/dev/null; \
 	fi
 
 test: install browser

@@ -151,8 +151,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         flag = " (low confidence)" if h.low_confidence else ""
         print(f"\n#{h.rank}  score {h.score:.4f}  confidence {h.confidence:.2f}{flag}")
         for s in h.sources:
-            pages = f"{s.page}–{s.last_page}" if s.last_page != s.page else f"{s.page}"
-            page = f" · 第{pages}页" if s.page else ""
+            page = f" · {s.place}" if s.place else ""
             print(f"    来源：{s.title} · {s.file} · 第{s.paragraph}段{page} [{s.start}:{s.end}]")
         print("    " + _mark(h.text, h.highlights, color))
     return 0

@@ -1,8 +1,9 @@
-"""Stage 1: read a folder of documents (txt / md / html / pdf / docx) into plain-text `Document`s.
+"""Stage 1: read a folder of documents (txt / md / html / pdf / docx / xlsx / pptx / doc) into
+plain-text `Document`s.
 
 Formats are decided by content as well as by extension: a file that starts with
-`%PDF-` is a PDF and a zip holding `word/document.xml` is a Word document, whatever
-their names (the readers are in `qa.formats`, one module per format); a `.txt` file
+`%PDF-` is a PDF, a zip holding `word/document.xml` is a Word document (`xl/workbook.xml` a
+workbook, `ppt/presentation.xml` a deck), whatever their names (the readers are in `qa.formats`, one module per format); a `.txt` file
 that starts with YAML front matter is read as markdown, and HTML embedded anywhere is
 parsed with a real HTML parser (tags, attributes, scripts and styles never reach the
 text). Encodings: UTF-8 (with or without BOM), UTF-16 with BOM, GB18030/GBK.
@@ -33,8 +34,7 @@ from qa.progress import Progress, Stage, no_progress
 
 log = logging.getLogger(__name__)
 
-# .doc is listed only to tell its owner to save it as .docx.
-SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".doc"})
+SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".doc", ".xlsx", ".pptx"})
 META_MAX_CHARS = 1000
 
 
@@ -246,7 +246,13 @@ def clean_lines(text: str) -> str:
 # ---------------------------------------------------------------- reading
 
 
-Format = Literal["pdf", "docx", "doc", "encrypted_office", "text"]
+Format = Literal["pdf", "docx", "xlsx", "pptx", "doc", "encrypted_office", "text"]
+# The zip member that makes an Office Open XML file one format or another, and its suffix.
+_OOXML: tuple[tuple[str, Format], ...] = (
+    ("word/document.xml", "docx"),
+    ("xl/workbook.xml", "xlsx"),
+    ("ppt/presentation.xml", "pptx"),
+)
 
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of .doc files and of password-protected .docx
 
@@ -256,8 +262,11 @@ def sniff(raw: bytes, path: str) -> Format:
     suffix = Path(path).suffix.lower()
     if raw[:1024].lstrip()[:5] == b"%PDF-":
         return "pdf"
-    if raw.startswith(b"PK\x03\x04") and (suffix == ".docx" or _zip_has(raw, "word/document.xml")):
-        return "docx"
+    if raw.startswith(b"PK\x03\x04"):
+        names = _zip_names(raw)
+        for member, kind in _OOXML:
+            if member in names or (not names and suffix == f".{kind}"):  # a damaged zip: its suffix decides
+                return kind
     if raw.startswith(_OLE):
         if "EncryptedPackage".encode("utf-16-le") in raw:
             return "encrypted_office"
@@ -268,12 +277,13 @@ def sniff(raw: bytes, path: str) -> Format:
     return "text"
 
 
-def _zip_has(raw: bytes, name: str) -> bool:
+def _zip_names(raw: bytes) -> frozenset[str]:
+    """The member names of a zip, or none if it is damaged."""
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as z:
-            return name in z.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
+            return frozenset(z.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return frozenset()
 
 
 def parse_document(raw: bytes, path: str) -> Document:
@@ -287,13 +297,23 @@ def parse_document(raw: bytes, path: str) -> Document:
         from qa.formats.docx import read_docx
 
         return read_docx(raw, path)
+    if kind == "xlsx":
+        from qa.formats.xlsx import read_xlsx
+
+        return read_xlsx(raw, path)
+    if kind == "pptx":
+        from qa.formats.pptx import read_pptx
+
+        return read_pptx(raw, path)
     if kind == "doc":
-        raise UnreadableFile(
-            "it is a legacy Word .doc file; open it in Word or WPS, save it as .docx and add that file", "legacy_doc"
-        )
+        from qa.formats.doc import read_doc
+
+        return read_doc(raw, path)
     if kind == "encrypted_office":
         raise UnreadableFile(
-            "it is a password-protected Word file; remove the password in Word or WPS, then add it again", "encrypted"
+            "it is a password-protected Office file; remove the password in Word, Excel, PowerPoint or WPS, "
+            "then add it again",
+            "encrypted",
         )
     return parse_text(raw, path)
 

@@ -82,7 +82,7 @@ class Hit:
 
 def source_dict(s: Source) -> dict[str, Any]:
     return {"file": s.file, "title": s.title, "paragraph": s.paragraph, "span": [s.start, s.end], "page": s.page,
-            "last_page": s.last_page}  # fmt: skip
+            "last_page": s.last_page, "place": s.place}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from qa.documents import Document
+from qa.formats.base import place_name, place_range
 
 DEFAULT_MAX_CHARS = 300  # measured: 120 / 200 / 300 (see README)
 DEFAULT_NEAR_DUP = 0.9
@@ -40,8 +41,9 @@ class Source:
     """Where a passage stands: file, document title, paragraph number (1-based),
     character span [start, end) in `Document.text`, its order among the
     document's passages (0-based, for finding neighbours), the page its start is on
-    (1-based; None for formats without pages), and the offsets in `Document.text`
-    inside the span where a later page starts (a passage that crosses pages)."""
+    (1-based; None for formats without pages), the offsets in `Document.text`
+    inside the span where a later page starts (a passage that crosses pages), and the names of
+    its pages where the document gives them (`Document.places`: slides, worksheet rows)."""
 
     file: str
     title: str
@@ -51,6 +53,21 @@ class Source:
     order: int
     page: int | None = None
     page_starts: tuple[int, ...] = ()
+    places: tuple[str, ...] = ()
+
+    def place_at(self, offset: int) -> str | None:
+        """Where character `offset` of the passage's text is, in words (第2页, 第3张幻灯片,
+        工作表 人员名单 · 第12行); None without pages."""
+        page = self.page_at(offset)
+        return None if page is None else place_name(page, self.places, self.page or 1)
+
+    @property
+    def place(self) -> str | None:
+        """Where the whole passage is, in words: 第1–2页 when it crosses a page; None without pages."""
+        if self.page is None:
+            return None
+        last = self.last_page or self.page
+        return place_range(place_name(self.page, self.places, self.page), place_name(last, self.places, self.page))
 
     def page_at(self, offset: int) -> int | None:
         """The page of character `offset` of the passage's text (None without pages)."""
@@ -139,12 +156,14 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS) -> list[Pa
     passages: list[Passage] = []
     pending: list[tuple[int, int, int]] = []  # short paragraphs (number, start, end) waiting for the next one
     paragraphs = doc.paragraphs
+    sections = set(doc.sections)
 
     def add(first: int, start: int, end: int) -> None:
         text = doc.text[start:end]
         if normalize(text):
-            src = Source(doc.path, doc.title, first, start, end, len(passages), doc.page_at(start),
-                         doc.page_starts_within(start, end))  # fmt: skip
+            page, starts = doc.page_at(start), doc.page_starts_within(start, end)
+            places = doc.places[page - 1 : page + len(starts)] if page is not None and doc.places else ()
+            src = Source(doc.path, doc.title, first, start, end, len(passages), page, starts, places)
             passages.append(Passage(passage_id(text), text, (src,)))
 
     def flush(lines: list[tuple[int, int, int]]) -> None:
@@ -155,6 +174,9 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS) -> list[Pa
         paragraph = doc.text[p_start:p_end]
         if not normalize(paragraph):
             continue
+        if p_start in sections:  # a new slide or sheet: what waits belongs to the one before
+            flush(pending)
+            pending = []
         if p_end - p_start < HEADING_MAX_CHARS and number < len(paragraphs):
             pending.append((number, p_start, p_end))
             continue

@@ -245,7 +245,7 @@ def test_docx_title_without_headings_is_the_core_title_or_the_first_line():
     assert parse_document(docx_bytes([("Normal", "值班安排"), *body]), "c.docx").title == "值班安排"  # a heading line
 
 
-def test_damaged_docx_and_legacy_doc_say_what_to_do():
+def test_damaged_docx_and_legacy_doc_say_what_to_do(monkeypatch):
     raw = docx_bytes(NOTICE)
     with pytest.raises(UnreadableFile, match="damaged .docx.*save it again") as cut:
         parse_document(raw[: len(raw) // 2], "cut.docx")
@@ -253,15 +253,21 @@ def test_damaged_docx_and_legacy_doc_say_what_to_do():
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("xl/workbook.xml", "<workbook/>")
-    with pytest.raises(UnreadableFile, match="damaged .docx"):
+    with pytest.raises(UnreadableFile, match="damaged .xlsx"):  # the content decides, not the name
         parse_document(buf.getvalue(), "sheet.docx")
     ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500)
-    with pytest.raises(UnreadableFile, match="save it as .docx") as legacy:
+    with pytest.raises(UnreadableFile, match="damaged or password-protected .doc.*save it as .docx") as legacy:
         parse_document(ole + "WordDocument".encode("utf-16-le"), "old.txt")
+    assert legacy.value.reason == "broken"
+    import qa.formats.doc as doc
+
+    monkeypatch.setattr(doc, "TOOLS", (("no-such-catdoc",),))  # a machine without catdoc or antiword
+    with pytest.raises(UnreadableFile, match="neither catdoc nor antiword.*save it as .docx") as legacy:
+        parse_document(ole + "WordDocument".encode("utf-16-le"), "old.doc")
     assert legacy.value.reason == "legacy_doc"
     with pytest.raises(UnreadableFile, match="save it as .docx"):
         parse_document(b"{\\rtf1\\ansi hello}", "old.doc")
-    with pytest.raises(UnreadableFile, match="password-protected Word") as locked:
+    with pytest.raises(UnreadableFile, match="password-protected Office") as locked:
         parse_document(ole + "EncryptedPackage".encode("utf-16-le"), "locked.docx")
     assert locked.value.reason == "encrypted"
 

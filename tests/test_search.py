@@ -27,7 +27,7 @@ def test_result_contract(retriever: Retriever):
     d = result.to_dict()
     assert {"query", "answered", "hits"} <= set(d)
     assert {"rank", "score", "text", "sources", "highlights"} <= set(d["hits"][0])
-    assert set(d["hits"][0]["sources"][0]) == {"file", "title", "paragraph", "span", "page", "last_page"}
+    assert set(d["hits"][0]["sources"][0]) == {"file", "title", "paragraph", "span", "page", "last_page", "place"}
 
 
 def test_a_duplicate_passage_appears_once_and_cites_every_place(retriever: Retriever):

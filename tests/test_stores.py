@@ -45,7 +45,11 @@ def _passages() -> list[Passage]:
     ]
     paged = "第二页：食堂每桌最多坐四个人。"  # a PDF's passage: its citation names its page
     pdf = [Passage(passage_id(paged), paged, (Source("通知.pdf", "某单位防疫通知", 2, 0, len(paged), 0, 2),))]
-    return seeds + edge + pdf
+    row = "姓名：张三，部门：后勤处，电话：13800001111；姓名：李四，部门：后勤处；"  # a workbook's rows
+    sheet = Source(
+        "名单.xlsx", "名单", 2, 0, len(row), 0, 3, (26,), ("工作表 人员名单 · 第3行", "工作表 人员名单 · 第4行")
+    )
+    return seeds + edge + [Passage(passage_id(row), row, (sheet,))] + pdf
 
 
 PASSAGES = _passages()
@@ -157,6 +161,8 @@ def test_passages_get_iter_and_neighbours(harness: Harness):
     assert edge.source.file == '边界/edge\'s "file".txt' and store.get([edge.id]) == [edge]
     paged = PASSAGES[-1]
     assert store.get([paged.id])[0].source.page == 2  # every store keeps the page
+    rows = store.get([PASSAGES[-2].id])[0].source  # ... and a workbook's named rows
+    assert (rows.place, rows.place_at(30)) == ("工作表 人员名单 · 第3–4行", "工作表 人员名单 · 第4行")
 
 
 def test_a_moved_passage_leaves_its_old_place(harness: Harness):

@@ -208,6 +208,22 @@ def test_uploaded_pdf_and_docx_are_answered_with_page_and_heading(page, tmp_path
     _shot(page, "ui-upload-docx.png")
 
 
+def test_an_uploaded_workbook_is_answered_with_its_sheet_and_row(page, tmp_path):
+    from tests.make_docs import xlsx_bytes
+    from tests.test_office import STAFF, STOCK
+
+    book = tmp_path / "值班表.xlsx"
+    book.write_bytes(xlsx_bytes([STAFF, STOCK]))
+    status = _upload(page, [book])
+    assert "索引已更新" in status, status
+    ask(page, "王五的电话是多少")
+    answer = page.locator("#qa-chat .qa-answer").last
+    assert "13700003333" in (answer.locator(".qa-answerline").text_content() or "")
+    cite = answer.locator(".qa-cite").first.inner_text()
+    assert "值班表.xlsx" in cite and "工作表 人员名单 · 第6行" in cite, cite
+    _shot(page, "ui-upload-xlsx.png")
+
+
 def test_a_hostile_pdf_stays_inert(page, tmp_path):
     from tests.make_docs import pdf_bytes
 

@@ -68,6 +68,7 @@ from ui.render import CSS, answer_html, esc, question_html, source_view_html
 
 DEFAULT_K = 5
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+UPLOAD_FORMATS = ".txt / .md / .html / .pdf / .docx / .doc / .xlsx / .pptx"
 # The queue. A search costs ~15 ms of CPU once its question's embedding is cached and ~100 ms
 # when the question is new (the model); `make stress` (50 clients × 10 questions, 2 shared
 # cores) measured 13-23 answers a second. QUEUE_CONCURRENCY searches run at once (the model
@@ -171,6 +172,8 @@ _UNREADABLE = {
     "empty": "没有可读的文字",
     "no_text_layer": "这个 PDF 没有文字层（可能是扫描件），需要先做 OCR 文字识别再上传",
     "encrypted": "文件有密码保护，请去掉密码后再上传",
+    "too_large": "文件太大（解压后的内容或单元格数超过上限），请拆分成几个小文件后再上传",
+    "no_tool": "服务器缺少读取这种文件的工具，请管理员安装后再上传（见 README 的格式一节）",
     "broken": "文件已损坏，无法打开；请重新保存或导出后再上传",
     "legacy_doc": "这是旧版 Word .doc 文件，请用 Word 或 WPS 另存为 .docx 后再上传",
 }
@@ -524,8 +527,8 @@ def create_app(
             original = library.original_copy(file, raw)
         except (QAError, OSError) as exc:
             return f'<p class="qa-warn">无法打开原文：{esc(str(exc))}</p>', no_download
-        page = doc.page_at(span[0] + evidence[0] if evidence[0] >= 0 else span[0])  # the answer sentence's page
-        html = source_view_html(doc.title, file, doc.text, span, evidence if evidence[0] >= 0 else None, page)
+        place = doc.place_at(span[0] + evidence[0] if evidence[0] >= 0 else span[0])  # the answer sentence's page
+        html = source_view_html(doc.title, file, doc.text, span, evidence if evidence[0] >= 0 else None, place)
         return html, gr.DownloadButton(f"下载原文件：{original.name}", value=str(original), visible=True)
 
     def documents_view() -> tuple[list[list[Any]], Any]:
@@ -607,7 +610,7 @@ def create_app(
                 files = gr.File(
                     file_count="multiple",
                     type="filepath",
-                    label=f"上传文档（.txt / .md / .html / .pdf / .docx，每个不超过 {limit_mb} MB）",
+                    label=f"上传文档（{UPLOAD_FORMATS}，每个不超过 {limit_mb} MB）",
                 )
                 upload_btn = gr.Button("上传并更新索引", variant="primary")
                 with gr.Row():

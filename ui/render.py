@@ -109,19 +109,17 @@ def passage_html(text: str, highlights: Sequence[Sequence[int]] = (), evidence: 
 
 
 def citation_text(source: Source, at: int | None = None) -> str:
-    """The plain-text citation of one source, e.g. 来源：标题 · a.txt · 第3段 (· 第2页 in a PDF)."""
+    """The plain-text citation of one source, e.g. 来源：标题 · a.txt · 第3段 (· 第2页 in a PDF,
+    · 第3张幻灯片 in a deck, · 工作表 名单 · 第12行 in a workbook)."""
     return f"来源：{source.title} · {source.file} · 第{source.paragraph}段{page_text(source, at)}"
 
 
 def page_text(source: Source, at: int | None = None) -> str:
-    """· 第N页: the page of character `at` of the passage (its answer sentence), or, for the
-    passage shown whole, its pages (第1–2页 when it crosses a page); "" without pages."""
-    if source.page is None:
-        return ""
-    if at is not None:
-        return f" · 第{source.page_at(at)}页"
-    last = source.last_page
-    return f" · 第{source.page}–{last}页" if last != source.page else f" · 第{source.page}页"
+    """· 第N页 (· 第3张幻灯片, · 工作表 名单 · 第12行): the place of character `at` of the passage
+    (its answer sentence), or, for the passage shown whole, its places (第1–2页 when it crosses a
+    page); "" without pages."""
+    place = source.place if at is None else source.place_at(at)
+    return f" · {place}" if place else ""
 
 
 def source_link(source: Source, evidence: Sequence[int] | None) -> str:
@@ -230,11 +228,13 @@ def answer_html(result: SearchResult, neighbours: Neighbours | None = None) -> s
 
 
 def source_view_html(title: str, file: str, text: str, span: tuple[int, int], evidence: tuple[int, int] | None,
-                     page: int | None = None) -> str:  # fmt: skip
+                     place: str | None = None) -> str:  # fmt: skip
     """The whole document in the viewer: the passage marked (id qa-here, for scrolling to it),
     its best sentence emphasized; every piece escaped."""
     start, end = max(0, min(span[0], len(text))), max(0, min(span[1], len(text)))
-    head = f'<div class="qa-src-head"><b>{esc(title)}</b> · {esc(file)}' + (f" · 第{page}页" if page else "") + "</div>"
+    head = (
+        f'<div class="qa-src-head"><b>{esc(title)}</b> · {esc(file)}' + (f" · {esc(place)}" if place else "") + "</div>"
+    )
     inner = passage_html(text[start:end], (), evidence)
     body = (esc(text[:start]) + f'<mark class="qa-here" id="qa-here">{inner}</mark>' + esc(text[end:])).replace(
         "\n", "<br>"

@@ -5,7 +5,9 @@ not on each other."""
 from __future__ import annotations
 
 import bisect
+import io
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -20,7 +22,11 @@ class Document:
     """One source file as clean text. `path` is relative to the documents folder.
 
     `pages` holds the offset in `text` where each page starts (page 1 first), for
-    formats that have pages (PDF); it is empty for the others.
+    formats that have pages or other numbered places (PDF pages, slides, worksheet rows); it is
+    empty for the others. `places` names each of them in words where 第N页 would not say it
+    (第3张幻灯片, 工作表 人员名单 · 第12行, 第2页（OCR）); it is empty or as long as `pages`.
+    `sections` holds the offsets where a section starts that no passage may cross (a slide, a
+    worksheet); pages of a PDF are not sections, since a sentence may run on to the next page.
     """
 
     path: str
@@ -29,6 +35,13 @@ class Document:
     sha256: str
     meta: Mapping[str, str] = field(default_factory=dict)
     pages: tuple[int, ...] = ()
+    places: tuple[str, ...] = ()
+    sections: tuple[int, ...] = ()
+
+    def place_at(self, offset: int) -> str | None:
+        """The place of character `offset` of `text` in words (第2页, 第3张幻灯片 …), None without pages."""
+        page = self.page_at(offset)
+        return None if page is None else place_name(page, self.places)
 
     def page_at(self, offset: int) -> int | None:
         """The 1-based page that holds character `offset` of `text`, or None without pages."""
@@ -46,7 +59,10 @@ class Document:
         return [(m.start(), m.end()) for m in re.finditer(r"[^\n]+", self.text)]
 
 
-Unreadable = Literal["binary", "encoding", "empty", "no_text_layer", "encrypted", "broken", "legacy_doc"]
+Unreadable = Literal[
+    "binary", "encoding", "empty", "no_text_layer", "encrypted", "broken", "legacy_doc", "too_large", "no_tool"
+]
+MAX_UNZIPPED_BYTES = 256 * 2**20  # an Office file (a zip) that unpacks beyond this is refused
 
 
 class UnreadableFile(Exception):
@@ -55,6 +71,59 @@ class UnreadableFile(Exception):
     def __init__(self, message: str, reason: Unreadable) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def check_zip(raw: bytes, path: str, limit: int | None = None) -> None:
+    """Refuse an Office file whose zip would unpack beyond `limit` (a zip bomb, or a workbook too
+    big to read in one go) before any reader inflates it (`limit`: MAX_UNZIPPED_BYTES); a file that
+    is no zip is left to the reader."""
+    limit = MAX_UNZIPPED_BYTES if limit is None else limit
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            total = sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return
+    if total > limit:
+        raise UnreadableFile(
+            f"it unpacks to {total / 2**20:,.0f} MB, more than the {limit / 2**20:,.0f} MB read from one file; "
+            f"split {file_title(path)} into smaller files",
+            "too_large",
+        )
+
+
+def place_name(page: int, places: tuple[str, ...], first: int = 1) -> str:
+    """The words for 1-based `page`: its entry in `places` (which starts at page `first`), or 第N页."""
+    i = page - first
+    return places[i] if 0 <= i < len(places) and places[i] else f"第{page}页"
+
+
+_NUMBERED = re.compile(r"^(.*第)(\d+)(\D*)$")
+
+
+def place_range(first: str, last: str) -> str:
+    """Two places as one range: 第1–2页, 工作表 名单 · 第2–14行; "a – b" when they differ in more
+    than their number."""
+    if first == last:
+        return first
+    a, b = _NUMBERED.match(first), _NUMBERED.match(last)
+    if a and b and a.group(1) == b.group(1) and a.group(3) == b.group(3):
+        return f"{a.group(1)}{a.group(2)}–{b.group(2)}{a.group(3)}"
+    return f"{first} – {last}"
+
+
+def row_sentence(header: list[str], values: list[str]) -> str:
+    """One table row as "表头：值，表头：值；" (a workbook's row, a slide's table row): a cell without
+    a header is said alone, an empty one not at all, and a value a merge repeats across the row once."""
+    pairs: list[str] = []
+    previous = None
+    for i, value in enumerate(values):
+        if not value or value == previous:
+            previous = value or previous
+            continue
+        previous = value
+        key = header[i] if i < len(header) else ""
+        pairs.append(f"{key}：{value}" if key and key != value else value)
+    return "，".join(pairs) + "；" if pairs else ""
 
 
 def short_title(title: str) -> str:

@@ -72,9 +72,6 @@ VERDICTS = ("answered", "uncertain", "not_found")
 MAX_FAILURE_NOTES = 5
 
 # The CMRC 2018 evaluation's punctuation (cmrc2018_evaluate.py, sp_char), removed before EM and F1.
-PUNCTUATION = frozenset("-:_*^/\\~`+=，。：？！“”；’《》……·、「」（）－～『』")
-_CJK = re.compile(r"[\u4e00-\u9fa5]")
-_WORDS = re.compile(r"\w+|[^\w\s]")  # stands in for nltk.word_tokenize on the non-Chinese runs
 
 
 # ---------------------------------------------------------------- the data
@@ -178,63 +175,6 @@ def open_index(split: Split, cache: Path, model: str | None) -> tuple[Any, dict[
 # ---------------------------------------------------------------- the measures
 
 
-def normalized(text: str) -> str:
-    from qa.lexical import fold
-
-    return re.sub(r"\s+", "", fold(text))
-
-
-def holds(text: str, answers: tuple[str, ...]) -> bool:
-    folded = normalized(text)
-    return any(a and a in folded for a in (normalized(x) for x in answers))
-
-
-def segments(text: str) -> list[str]:
-    """The CMRC 2018 evaluation's mixed segmentation, punctuation removed: Chinese characters one
-    by one, the runs between them as words."""
-    out: list[str] = []
-    run = ""
-    for ch in text:
-        if ch in PUNCTUATION:
-            continue
-        if _CJK.match(ch):
-            out += _WORDS.findall(run)
-            run = ""
-            out.append(ch)
-        else:
-            run += ch
-    return out + _WORDS.findall(run)
-
-
-def longest_common_substring(a: list[str], b: list[str]) -> int:
-    best, prev = 0, [0] * (len(b) + 1)
-    for x in a:
-        cur = [0] * (len(b) + 1)
-        for j, y in enumerate(b):
-            if x == y:
-                cur[j + 1] = prev[j] + 1
-                best = max(best, cur[j + 1])
-        prev = cur
-    return best
-
-
-def em_f1(prediction: str, answers: tuple[str, ...]) -> tuple[float, float]:
-    pred = normalized(prediction)
-    pred_plain = "".join(c for c in pred if c not in PUNCTUATION)
-    pred_segs = segments(pred)
-    em = f1 = 0.0
-    for answer in answers:
-        gold = normalized(answer)
-        if pred_plain == "".join(c for c in gold if c not in PUNCTUATION):
-            em = 1.0
-        gold_segs = segments(gold)
-        common = longest_common_substring(gold_segs, pred_segs)
-        if common:
-            precision, recall = common / len(pred_segs), common / len(gold_segs)
-            f1 = max(f1, 2 * precision * recall / (precision + recall))
-    return em, f1
-
-
 def shown_answer(result: Any) -> str:
     """What the user reads as the answer: a reader's span, else the evidence sentence, else the passage."""
     answer = getattr(result, "answer", None)
@@ -286,6 +226,8 @@ def ms_percentiles(ms: list[float]) -> dict[str, float | None]:
 
 def ask(retriever: Any, questions: list[Question], time_limit: float | None) -> dict[str, Any]:
     """Ask each question once (in the given order), stopping early only past `time_limit` seconds."""
+    from qa.evaluate import em_f1, holds
+
     encoder = retriever.encoder
     retriever.warm_up()
     started = time.perf_counter()

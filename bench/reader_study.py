@@ -46,10 +46,9 @@ def auroc(pos: list[float], neg: list[float]) -> float:
 
 
 def holds(text: str, answers: list[str]) -> bool:
-    from qa.lexical import fold
+    from qa.evaluate import holds as holds_any
 
-    folded = fold(text).replace(" ", "")
-    return any(fold(a).replace(" ", "") in folded for a in answers if a)
+    return holds_any(text, answers)
 
 
 def _sentence_of(text: str, span: tuple[int, int] | None) -> str:

@@ -147,6 +147,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print("可能相关：以下段落可能回答了这个问题，但把握不大，请对照原文核实。")
     elif not result.answered:
         print("知识库中没有找到与问题直接相关的内容。" + (" 最接近的段落（低置信度）：" if result.hits else ""))
+    if result.answer is not None:
+        answer, source = result.answer, result.hits[result.answer.rank - 1].sources[0]
+        place = source.place_at(answer.span[0]) if result.hits[answer.rank - 1].evidence else source.place
+        print(f"答：{answer.text}  —  {source.title} · {source.file}" + (f" · {place}" if place else ""))
     for h in result.hits:
         flag = " (low confidence)" if h.low_confidence else ""
         print(f"\n#{h.rank}  score {h.score:.4f}  confidence {h.confidence:.2f}{flag}")

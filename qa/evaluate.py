@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 import sys
 import tempfile
@@ -179,7 +180,85 @@ def _row(q: Query, result: SearchResult, corpus: Corpus) -> dict[str, Any]:
         "top_text": top.text[:80] if top else "",
         "top_score": round(top.score, 4) if top else None,
         "top_features": {key: round(v, 5) for key, v in top.features.items()} if top else None,
+        **_answer_scores(q, result),
     }
+
+
+def _answer_scores(q: Query, result: SearchResult) -> dict[str, float | None]:
+    """How the answer said first (`SearchResult.answer`) scores against the gold answers: whether
+    it holds one, CMRC's EM and F1; None where nothing is said or no gold answer is given."""
+    answer = result.answer
+    if answer is None or not q.answers:
+        return {"answer_holds": None, "answer_em": None, "answer_f1": None}
+    em, f1 = em_f1(answer.text, q.answers)
+    return {"answer_holds": float(holds(answer.text, q.answers)), "answer_em": em, "answer_f1": f1}
+
+
+# The answer metrics of the CMRC 2018 evaluation script (character-level EM and F1 over its mixed
+# segmentation), and whether the shown answer holds a gold answer at all.
+PUNCTUATION = frozenset("-:_*^/\\~`+=，。：？！“”；’《》……·、「」（）－～『』")
+_CJK = re.compile(r"[\u4e00-\u9fa5]")
+_WORDS = re.compile(r"\w+|[^\w\s]")  # stands in for nltk.word_tokenize on the non-Chinese runs
+
+
+def normalized(text: str) -> str:
+    """Folded as the index folds (NFKC, lower case, traditional → simplified), no whitespace."""
+    from qa.lexical import fold
+
+    return re.sub(r"\s+", "", fold(text))
+
+
+def holds(text: str, answers: Sequence[str]) -> bool:
+    """Whether `text` contains one of `answers` (both normalized)."""
+    folded = normalized(text)
+    return any(a and a in folded for a in (normalized(x) for x in answers))
+
+
+def segments(text: str) -> list[str]:
+    """The CMRC 2018 evaluation's mixed segmentation, punctuation removed: Chinese characters one
+    by one, the runs between them as words."""
+    out: list[str] = []
+    run = ""
+    for ch in text:
+        if ch in PUNCTUATION:
+            continue
+        if _CJK.match(ch):
+            out += _WORDS.findall(run)
+            run = ""
+            out.append(ch)
+        else:
+            run += ch
+    return out + _WORDS.findall(run)
+
+
+def longest_common_substring(a: list[str], b: list[str]) -> int:
+    best, prev = 0, [0] * (len(b) + 1)
+    for x in a:
+        cur = [0] * (len(b) + 1)
+        for j, y in enumerate(b):
+            if x == y:
+                cur[j + 1] = prev[j] + 1
+                best = max(best, cur[j + 1])
+        prev = cur
+    return best
+
+
+def em_f1(prediction: str, answers: Sequence[str]) -> tuple[float, float]:
+    """CMRC 2018's exact match and F1 of `prediction` against the best of `answers`."""
+    pred = normalized(prediction)
+    pred_plain = "".join(c for c in pred if c not in PUNCTUATION)
+    pred_segs = segments(pred)
+    em = f1 = 0.0
+    for answer in answers:
+        gold = normalized(answer)
+        if pred_plain == "".join(c for c in gold if c not in PUNCTUATION):
+            em = 1.0
+        gold_segs = segments(gold)
+        common = longest_common_substring(gold_segs, pred_segs)
+        if common:
+            precision, recall = common / len(pred_segs), common / len(gold_segs)
+            f1 = max(f1, 2 * precision * recall / (precision + recall))
+    return em, f1
 
 
 def _dcg(ranks: Sequence[int]) -> float:
@@ -208,6 +287,12 @@ def summarize(rows: list[dict[str, Any]], k: int) -> dict[str, float]:
         )
         m["refused_answerable"] = _mean(not r["answered"] for r in ans)
         m["uncertain_answerable"] = _mean(r["verdict"] == "uncertain" for r in ans)
+        m["answered_answerable"] = _mean(r["verdict"] == "answered" for r in ans)
+        # the answer said first, where the top passage is right (the answer line's own figure)
+        said = [r for r in ans if r["first_relevant_rank"] == 1 and r.get("answer_holds") is not None]
+        if said:
+            for key in ("answer_holds", "answer_em", "answer_f1"):
+                m[key] = _mean(r[key] for r in said)
     refused = [r for r in rows if not r["answered"]]
     if una:
         m["refused_unanswerable"] = _mean(not r["answered"] for r in una)
@@ -406,8 +491,9 @@ def answer_threshold(unanswerable: np.ndarray, rate: float) -> float:
 
 
 METRIC_ORDER = ("hit@1", "hit@3", "hit@5", "hit@10", "recall@{k}", "mrr@10", "ndcg@10", "auroc",
-                "refused_answerable", "uncertain_answerable", "refused_unanswerable", "answered_unanswerable",
-                "abstain_precision", "abstain_f1")  # fmt: skip
+                "answered_answerable", "uncertain_answerable", "refused_answerable",
+                "answered_unanswerable", "refused_unanswerable", "abstain_precision", "abstain_f1",
+                "answer_holds", "answer_em", "answer_f1")  # fmt: skip
 
 
 def metrics_table(results: Sequence[EvalResult]) -> str:
@@ -436,6 +522,25 @@ def breakdown_table(results: Sequence[EvalResult], attr: str = "by_kind", metric
     return "\n".join(lines)
 
 
+def verdict_table(result: EvalResult) -> str:
+    """The verdict shares of each kind of question (✓ answered / 可能相关 / not found), and how the
+    answer said first scores where the top passage is right."""
+    lines = ["| kind (n) | answered | uncertain | not found | answer holds | answer EM | answer F1 |", "|---" * 7 + "|"]
+    for kind, rows in sorted(_rows_by(result.rows, "kind").items()):
+        m = result.by_kind.get(kind, {})
+        shares = [_mean(r["verdict"] == v for r in rows) for v in ("answered", "uncertain", "not_found")]
+        cells = [_fmt(x) for x in shares] + [_fmt(m.get(key)) for key in ("answer_holds", "answer_em", "answer_f1")]
+        lines.append(f"| {kind} ({len(rows)}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _rows_by(rows: Sequence[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[str(r[key])].append(r)
+    return groups
+
+
 def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.3f}"
 
@@ -455,6 +560,10 @@ def write_report(results: Sequence[EvalResult], path: Path, query_file: str) -> 
         "## By kind (unanswerable rows: share refused)",
         "",
         breakdown_table(results, "by_kind"),
+        "",
+        f"## Verdicts and the answer said first, by kind ({main.mode})",
+        "",
+        verdict_table(main),
         "",
         "## By language (answerable questions)",
         "",
@@ -567,6 +676,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
         print(metrics_table(results))
         print()
         print(breakdown_table(results, "by_kind"))
+        print()
+        main = next((r for r in results if r.mode == "hybrid"), results[0])
+        print(verdict_table(main))
         print()
         print(breakdown_table(results, "by_language"))
     if args.report:

@@ -86,6 +86,19 @@ def source_dict(s: Source) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class Answer:
+    """The answer said first (the chat's 答： line): `text` is `span` [start, end) of the text of
+    the hit ranked `rank`, today its best sentence (the whole passage when it is one sentence)."""
+
+    text: str
+    rank: int
+    span: tuple[int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "rank": self.rank, "span": list(self.span)}
+
+
+@dataclass(frozen=True, slots=True)
 class SearchResult:
     """The answer to one query. `verdict` is "answered", "uncertain" (可能相关: the best
     passage may answer it) or "not_found"; `answered` is False only for "not_found" (the
@@ -101,11 +114,22 @@ class SearchResult:
     verdict: Verdict = "not_found"
     interpreted_as: str | None = None  # a follow-up question, as searched with the previous one
 
+    @property
+    def answer(self) -> Answer | None:
+        """The top hit's best sentence, unless nothing was found (None)."""
+        if self.verdict == "not_found" or not self.hits:
+            return None
+        hit = self.hits[0]
+        start, end = hit.evidence or (0, len(hit.text))
+        return Answer(hit.text[start:end], hit.rank, (start, end))
+
     def to_dict(self) -> dict[str, Any]:
+        answer = self.answer
         return {
             "query": self.query,
             "answered": self.answered,
             "verdict": self.verdict,
+            "answer": answer.to_dict() if answer else None,
             "interpreted_as": self.interpreted_as,
             "hits": [h.to_dict() for h in self.hits],
             "mode": self.mode,

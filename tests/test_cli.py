@@ -37,6 +37,20 @@ def test_ask_json_is_exactly_one_object(lexical_index: Path, capsys):
     assert {"rank", "score", "text", "sources", "highlights"} <= set(hit)
     assert hit["rank"] == 1 and "2566.5万人" in hit["text"]
     assert hit["sources"][0]["span"][1] > hit["sources"][0]["span"][0]
+    if data["verdict"] != "not_found":  # the answer said first: a span of the top hit's text
+        start, end = data["answer"]["span"]
+        assert data["answer"]["rank"] == 1 and data["answer"]["text"] == hit["text"][start:end]
+    else:
+        assert data["answer"] is None
+
+
+def test_ask_says_the_answer_first(lexical_index: Path, capsys):
+    args = ["ask", "上海全市核酸筛查采样了多少人", "--threshold", "0", "--mode", "lexical", "--index", str(lexical_index)]
+    main([*args, "--json"])
+    answer = json.loads(capsys.readouterr().out)["answer"]
+    main(args)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"答：{answer['text']}  —  ") and "002_117e7d3914e89035.txt" in first, first
 
 
 def test_ask_human_output_marks_terms_and_cites(lexical_index: Path, capsys):

@@ -84,6 +84,21 @@ def test_metrics_on_a_hand_made_example():
     assert m["uncertain_answerable"] == pytest.approx(1 / 3, abs=1e-3)
     assert m["refused_unanswerable"] == 0.5 and m["answered_unanswerable"] == 0.5
     assert m["auroc"] == pytest.approx(4 / 6, abs=1e-3)  # answerable 0.9, 0.2, 0.5 vs unanswerable 0.1, 0.7
+    assert m["answered_answerable"] == pytest.approx(1 / 3, abs=1e-3)
+    assert "answer_f1" not in m  # no row says an answer
+
+
+def test_answer_metrics_follow_the_cmrc_script():
+    from qa.evaluate import em_f1, holds
+
+    assert em_f1("2566.5万人", ["2566.5万人"]) == (1.0, 1.0)
+    em, f1 = em_f1("全市共采样2566.5万人。", ["2566.5万人"])
+    assert em == 0.0  # a sentence is no exact match ...
+    assert 0.4 < f1 < 1.0  # ... but overlaps: 2566.5 is one word, 万 and 人 two characters, of 7 shown
+    assert em_f1("北京", ["上海", "北京"]) == (1.0, 1.0)  # the best gold answer counts
+    assert em_f1("", ["上海"]) == (0.0, 0.0)
+    assert holds("截至4月5日8时，全市共采样2566.5萬人", ["2566.5万人"])  # folded: traditional, spaces
+    assert not holds("全市共采样", ["2566.5万人"])
 
 
 def test_evaluate_uses_the_same_search(hash_index: Path):
@@ -124,7 +139,9 @@ def test_eval_command_writes_report_plot_and_calibration(hash_index: Path, tmp_p
     out = capsys.readouterr()
     assert "bogus" in out.err and "counts as a miss" in out.err
     assert "| hit@1 |" in out.out and "hybrid" in out.out and "lexical" in out.out
+    assert "| answer_f1 |" in out.out and "| kind (n) | answered | uncertain | not found |" in out.out
     text = report.read_text(encoding="utf-8")
+    assert "## Verdicts and the answer said first" in text
     assert "## Metrics per mode" in text and "## Per query: hybrid" in text and "bogus" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cal = json.loads((index / "manifest.json").read_text(encoding="utf-8"))["calibration"]

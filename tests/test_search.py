@@ -30,6 +30,18 @@ def test_result_contract(retriever: Retriever):
     assert set(d["hits"][0]["sources"][0]) == {"file", "title", "paragraph", "span", "page", "last_page", "place"}
 
 
+def test_the_answer_is_the_top_hits_best_sentence_unless_nothing_is_found(retriever: Retriever):
+    from qa.search import Answer
+
+    result = retriever.search("上海全市核酸筛查采样了多少人", k=5, threshold=0.0)
+    top = result.hits[0]
+    start, end = top.evidence or (0, len(top.text))
+    assert result.answer == Answer(top.text[start:end], 1, (start, end))
+    assert result.to_dict()["answer"] == {"text": top.text[start:end], "rank": 1, "span": [start, end]}
+    refused = retriever.search("上海全市核酸筛查采样了多少人", k=5, threshold=1.01)
+    assert refused.verdict == "not_found" and refused.answer is None and refused.to_dict()["answer"] is None
+
+
 def test_a_duplicate_passage_appears_once_and_cites_every_place(retriever: Retriever):
     hits = retriever.search("全市共采样2566.5万人", k=10, mode="lexical").hits
     assert len({h.id for h in hits}) == len(hits)

@@ -45,7 +45,16 @@ def test_ask_json_is_exactly_one_object(lexical_index: Path, capsys):
 
 
 def test_ask_says_the_answer_first(lexical_index: Path, capsys):
-    args = ["ask", "上海全市核酸筛查采样了多少人", "--threshold", "0", "--mode", "lexical", "--index", str(lexical_index)]
+    args = [
+        "ask",
+        "上海全市核酸筛查采样了多少人",
+        "--threshold",
+        "0",
+        "--mode",
+        "lexical",
+        "--index",
+        str(lexical_index),
+    ]
     main([*args, "--json"])
     answer = json.loads(capsys.readouterr().out)["answer"]
     main(args)

@@ -29,12 +29,14 @@ run: index
 	$(BIN)/qa serve --docs $(DOCS) --index $(INDEX)
 
 # Debian's Chromium and CJK fonts for the browser tests (Playwright cannot download a browser here),
-# and catdoc / antiword, which read legacy .doc files. Installed only when missing; needs root, as on CI.
+# catdoc / antiword, which read legacy .doc files, and libGL, which OpenCV (under the OCR) loads.
+# Installed only when missing; needs root, as on CI.
 browser:
-	@if [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "noto.*cjk" || [ ! -x /usr/bin/catdoc ]; then \
-		echo "Installing chromium, CJK fonts and catdoc/antiword for .doc (apt-get)"; \
+	@if [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "noto.*cjk" || [ ! -x /usr/bin/catdoc ] \
+		|| ! ldconfig -p 2>/dev/null | grep -q "libGL.so.1 "; then \
+		echo "Installing chromium, CJK fonts, catdoc/antiword for .doc and libGL for OCR (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk \
-			catdoc antiword >/dev/null; \
+			catdoc antiword libgl1 libglib2.0-0 >/dev/null; \
 	fi
 
 test: install browser

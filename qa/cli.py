@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from qa import DEFAULT_DOCS, DEFAULT_INDEX
 from qa.errors import QAError, QueryError
@@ -33,6 +33,7 @@ def _mark(text: str, spans: Sequence[Sequence[int]], color: bool) -> str:
 
 STAGE_LABELS = {
     Stage.READ: "Reading documents",
+    Stage.OCR: "OCR of scanned pages",
     Stage.SPLIT: "Splitting into passages",
     Stage.MODEL: "Loading the embedding model",
     Stage.EMBED: "Embedding new text units",
@@ -45,7 +46,7 @@ STAGE_LABELS = {
 class ProgressBars:
     """Build progress on stderr: a tqdm bar for the stages that count items, a line for the others."""
 
-    COUNTED = (Stage.READ, Stage.EMBED)
+    UNITS: ClassVar[dict[Stage, str]] = {Stage.READ: "file", Stage.OCR: "page", Stage.EMBED: "unit"}  # counted
 
     def __init__(self) -> None:
         self.stage: Stage | None = None
@@ -55,10 +56,10 @@ class ProgressBars:
         if stage != self.stage:
             self.close()
             self.stage = stage
-            if stage in self.COUNTED and total > 0:
+            if stage in self.UNITS and total > 0:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, desc=STAGE_LABELS[stage], unit="unit" if stage == Stage.EMBED else "file",
+                self.bar = tqdm(total=total, desc=STAGE_LABELS[stage], unit=self.UNITS[stage],
                                 file=sys.stderr, leave=False)  # fmt: skip
             elif stage != Stage.EMBED:
                 _say(STAGE_LABELS[stage])

@@ -34,7 +34,10 @@ from qa.progress import Progress, Stage, no_progress
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".doc", ".xlsx", ".pptx"})
+SUFFIXES = frozenset(
+    {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".doc", ".xlsx", ".pptx"}
+    | {".png", ".jpg", ".jpeg", ".tif", ".tiff"}  # images of pages, read by OCR
+)
 META_MAX_CHARS = 1000
 
 
@@ -246,7 +249,9 @@ def clean_lines(text: str) -> str:
 # ---------------------------------------------------------------- reading
 
 
-Format = Literal["pdf", "docx", "xlsx", "pptx", "doc", "encrypted_office", "text"]
+Format = Literal["pdf", "docx", "xlsx", "pptx", "doc", "image", "encrypted_office", "text"]
+# The first bytes of the image formats OCR reads: PNG, JPEG, TIFF (both byte orders).
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")
 # The zip member that makes an Office Open XML file one format or another, and its suffix.
 _OOXML: tuple[tuple[str, Format], ...] = (
     ("word/document.xml", "docx"),
@@ -262,6 +267,8 @@ def sniff(raw: bytes, path: str) -> Format:
     suffix = Path(path).suffix.lower()
     if raw[:1024].lstrip()[:5] == b"%PDF-":
         return "pdf"
+    if raw.startswith(_IMAGE_MAGIC):
+        return "image"
     if raw.startswith(b"PK\x03\x04"):
         names = _zip_names(raw)
         for member, kind in _OOXML:
@@ -286,13 +293,18 @@ def _zip_names(raw: bytes) -> frozenset[str]:
         return frozenset()
 
 
-def parse_document(raw: bytes, path: str) -> Document:
-    """Turn one file's bytes into a `Document` (raises UnreadableFile)."""
+def parse_document(raw: bytes, path: str, on_progress: Progress | None = None) -> Document:
+    """Turn one file's bytes into a `Document` (raises UnreadableFile). `on_progress` hears the
+    OCR of scanned pages and images (Stage.OCR), which takes seconds a page."""
     kind = sniff(raw, path)
     if kind == "pdf":
         from qa.formats.pdf import read_pdf
 
-        return read_pdf(raw, path)
+        return read_pdf(raw, path, on_progress)
+    if kind == "image":
+        from qa.formats.image import read_image
+
+        return read_image(raw, path, on_progress)
     if kind == "docx":
         from qa.formats.docx import read_docx
 
@@ -365,7 +377,8 @@ def read_documents(
     root = Path(docs_dir)
     if not root.is_dir():
         raise DocumentsError(
-            f"Documents folder {root} does not exist. Put .txt/.md/.html/.pdf/.docx files there, "
+            f"Documents folder {root} does not exist. Put documents there (.txt .md .html .pdf .docx .doc "
+            f".xlsx .pptx, or scans as .png .jpg .tif), "
             f"or point to another folder: qa index build --docs PATH"
         )
     docs = []
@@ -376,7 +389,7 @@ def read_documents(
         report(Stage.READ, n - 1, len(files))
         rel = p.relative_to(root).as_posix()
         try:
-            docs.append(parse_document(p.read_bytes(), rel))
+            docs.append(parse_document(p.read_bytes(), rel, report))
         except (UnreadableFile, OSError) as exc:
             log.warning("Skipped %s: %s", p, exc)
             if skipped is not None:

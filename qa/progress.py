@@ -14,6 +14,7 @@ class Stage(StrEnum):
     """The stages of a build or an update, in the order they run."""
 
     READ = "read"  # reading documents: done/total files
+    OCR = "ocr"  # OCR of one file's scanned pages or images, while it is read: done/total pages
     SPLIT = "split"  # splitting into passages: done/total documents
     MODEL = "model"  # loading the embedding model: 0/1, then 1/1
     EMBED = "embed"  # embedding new text units: done/total units (total 0: nothing new)

@@ -110,6 +110,7 @@ def test_build_events_become_chinese_labels_on_a_monotonic_bar():
     assert stage_progress(Stage.EMBED, 30, 120, 1.5)[0] == "向量化新文本单元 30/120，每秒 20.0 个，约剩 5 秒"
     assert stage_progress(Stage.EMBED, 10, 1000, 2.0)[0].endswith("约剩 3 分 18 秒")
     assert stage_progress(Stage.READ, 0, 5)[0] == "读取文档"
+    assert stage_progress(Stage.OCR, 2, 10, 4.0)[0] == "文字识别（OCR）第 2/10 页，每秒 0.5 页，约剩 16 秒"
     events = [(stage, done, 4) for stage in Stage for done in range(5)]
     shares = [stage_progress(*e)[1] for e in events]
     assert all(b >= a - 1e-9 for a, b in itertools.pairwise(shares)) and shares[0] > 0 and shares[-1] == 1.0

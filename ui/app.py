@@ -68,7 +68,7 @@ from ui.render import CSS, answer_html, esc, question_html, source_view_html
 
 DEFAULT_K = 5
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
-UPLOAD_FORMATS = ".txt / .md / .html / .pdf / .docx / .doc / .xlsx / .pptx"
+UPLOAD_FORMATS = ".txt / .md / .html / .pdf / .docx / .doc / .xlsx / .pptx，扫描件 .png / .jpg / .tif"
 # The queue. A search costs ~15 ms of CPU once its question's embedding is cached and ~100 ms
 # when the question is new (the model); `make stress` (50 clients × 10 questions, 2 shared
 # cores) measured 13-23 answers a second. QUEUE_CONCURRENCY searches run at once (the model
@@ -170,7 +170,7 @@ _UNREADABLE = {
     "binary": "看起来是二进制文件，不是文本",
     "encoding": "编码无法识别（只支持 UTF-8、UTF-16、GB18030/GBK）",
     "empty": "没有可读的文字",
-    "no_text_layer": "这个 PDF 没有文字层（可能是扫描件），需要先做 OCR 文字识别再上传",
+    "no_text_layer": "这个 PDF 没有文字层，文字识别（OCR）也没有读出文字；请上传更清晰的扫描件（300 dpi、端正）",
     "encrypted": "文件有密码保护，请去掉密码后再上传",
     "too_large": "文件太大（解压后的内容或单元格数超过上限），请拆分成几个小文件后再上传",
     "no_tool": "服务器缺少读取这种文件的工具，请管理员安装后再上传（见 README 的格式一节）",
@@ -235,6 +235,7 @@ class UploadOutcome:
 # Each stage's label and the share of the progress bar it spans.
 _STAGES: dict[Stage, tuple[str, float, float]] = {
     Stage.READ: ("读取文档", 0.05, 0.15),
+    Stage.OCR: ("文字识别（OCR）", 0.05, 0.05),  # inside reading a file: the bar holds where reading is
     Stage.SPLIT: ("切分段落", 0.15, 0.25),
     Stage.MODEL: ("加载模型", 0.25, 0.3),
     Stage.EMBED: ("向量化新段落", 0.3, 0.85),
@@ -244,15 +245,23 @@ _STAGES: dict[Stage, tuple[str, float, float]] = {
 }
 
 
+# The stages that count items, and how their label names them.
+_COUNTED = {
+    Stage.EMBED: ("向量化新文本单元 {done}/{total}", "个"),
+    Stage.OCR: ("文字识别（OCR）第 {done}/{total} 页", "页"),
+}
+
+
 def stage_progress(stage: Stage, done: int, total: int, seconds: float | None = None) -> tuple[str, float]:
     """A build event in Chinese, and how far along the whole update is (0..1). `seconds`: how long
-    the embedding has run, for its speed and the time left."""
+    the stage has run (embedding, OCR), for its speed and the time left."""
     label, lo, hi = _STAGES[stage]
-    if stage == Stage.EMBED and total:
-        label = f"向量化新文本单元 {done}/{total}"
+    if stage in _COUNTED and total:
+        text, unit = _COUNTED[stage]
+        label = text.format(done=done, total=total)
         if seconds and seconds > 0 and 0 < done < total:
             rate = done / seconds
-            label += f"，每秒 {rate:.1f} 个，约剩 {_duration((total - done) / rate)}"
+            label += f"，每秒 {rate:.1f} {unit}，约剩 {_duration((total - done) / rate)}"
     return label, lo + (hi - lo) * (done / total if total else 1.0)
 
 
@@ -263,13 +272,15 @@ def _duration(seconds: float) -> str:
 
 def _reporter(progress: gr.Progress) -> Callable[[Stage, int, int], None]:
     """Build events shown on a Gradio progress bar."""
-    started: list[float] = []
+    started: dict[Stage, float] = {}
+    shown = [0.0]
 
     def report(stage: Stage, done: int, total: int) -> None:
-        if stage == Stage.EMBED and not started:
-            started.append(time.monotonic())
-        seconds = time.monotonic() - started[0] if started and stage == Stage.EMBED else None
+        if done == 0 or stage not in started:  # OCR starts again with each file
+            started[stage] = time.monotonic()
+        seconds = time.monotonic() - started[stage]
         label, share = stage_progress(stage, done, total, seconds)
+        share = shown[0] = max(shown[0], share)  # OCR happens inside reading: the bar never goes back
         progress(share, desc=label)
 
     return report

@@ -63,6 +63,7 @@ Unreadable = Literal[
     "binary", "encoding", "empty", "no_text_layer", "encrypted", "broken", "legacy_doc", "too_large", "no_tool"
 ]
 MAX_UNZIPPED_BYTES = 256 * 2**20  # an Office file (a zip) that unpacks beyond this is refused
+OCR_PLACE = "第{page}页（OCR）"  # how a citation names an OCR'd page: its text may hold recognition errors
 
 
 class UnreadableFile(Exception):

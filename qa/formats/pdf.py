@@ -3,9 +3,11 @@
 The page layout is undone line by line: running headers and footers (lines that repeat
 at the top or bottom of most pages, digits ignored) and bare page numbers are dropped,
 and a line that stops mid-sentence at the right margin is joined to the next one, across
-page breaks too, so each line of `Document.text` is one paragraph again. Pages without a
-text layer (scans) are skipped with a warning. A PDF with no text layer at all, one that
-needs a password, or a damaged one raises `UnreadableFile`.
+page breaks too, so each line of `Document.text` is one paragraph again. A page without a
+text layer (a scan) is read by OCR (`qa.formats.ocr`, its largest image), cached by the file's
+checksum and the page number, and cited as 第N页（OCR）; a page that has a text layer keeps it,
+images or not. Without the OCR engine, scanned pages are skipped with a warning. A PDF with no
+text at all, one that needs a password, or a damaged one raises `UnreadableFile`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from collections import Counter
 from pypdf import PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError
 
-from qa.formats.base import SENTENCE_END, Document, UnreadableFile, file_title, heading_title, short_title
+from qa.formats.base import (
+    OCR_PLACE,
+    SENTENCE_END,
+    Document,
+    UnreadableFile,
+    file_title,
+    heading_title,
+    short_title,
+)
+from qa.progress import Progress, Stage
 
 log = logging.getLogger(__name__)
 
@@ -46,28 +57,61 @@ _CJK_GAP = re.compile(f"(?<=[{_CJK}])\\s+(?=[{_CJK}])")
 _JUNK_TITLE = re.compile(r"untitled|无标题|.*\.(?:docx?|wps|pdf|txt)", re.IGNORECASE)
 
 
-def read_pdf(raw: bytes, path: str) -> Document:
-    """The text layer of a PDF as a `Document`, one paragraph per line (raises UnreadableFile)."""
-    pages, meta_title = _extract(raw)
+def read_pdf(raw: bytes, path: str, on_progress: Progress | None = None) -> Document:
+    """The text of a PDF as a `Document`, one paragraph per line, scanned pages read by OCR
+    (raises UnreadableFile). `on_progress` hears Stage.OCR: pages done of this file's scans."""
+    reader, pages, meta_title = _extract(raw)
+    sha = hashlib.sha256(raw).hexdigest()
+    scanned = [i for i, lines in enumerate(pages) if not lines]
+    read, why = ocr_pages(reader, scanned, sha, on_progress) if scanned else ({}, "")
+    for i, lines in read.items():
+        pages[i] = lines
     if not any(pages):
         raise UnreadableFile(
-            "it is a PDF with no text layer (a scan?); run OCR on it first (for example ocrmypdf) and add the result",
+            f"it is a PDF with no text layer (a scan?) and OCR {why or 'found no text in it'}; "
+            f"add a clearer scan, or a PDF with text",
             "no_text_layer",
         )
     for number, lines in enumerate(pages, start=1):
         if not lines:
-            log.warning(
-                "%s: page %d has no text layer (a scanned page?) and is skipped; OCR it to index it", path, number
-            )
+            log.warning("%s: page %d has no text layer and OCR %s; it is skipped", path, number, why or "found no text")
     text, starts = join_lines(drop_running_lines(pages))
     if not text:
         raise UnreadableFile("it has no text", "empty")
+    places = tuple(OCR_PLACE.format(page=i + 1) if i in read else "" for i in range(len(starts))) if read else ()
     title = short_title(meta_title or running_header(pages) or heading_title(text) or file_title(path))
-    return Document(path=path, title=title, text=text, sha256=hashlib.sha256(raw).hexdigest(), pages=starts)
+    return Document(path=path, title=title, text=text, sha256=sha, pages=starts, places=places)
 
 
-def _extract(raw: bytes) -> tuple[list[list[str]], str]:
-    """The non-empty lines of each page, and the title from the PDF's metadata if it is a real one."""
+def ocr_pages(reader: PdfReader, numbers: list[int], sha: str,
+              on_progress: Progress | None) -> tuple[dict[int, list[str]], str]:  # fmt: skip
+    """The paragraphs OCR reads on the pages `numbers` (0-based) that it finds text on, and why
+    it read none ("" when it ran): each page's largest image, cached by file and page."""
+    from qa.formats.ocr import cached_ocr, ocr_image, pdf_page_images
+
+    out: dict[int, list[str]] = {}
+    for done, i in enumerate(numbers):
+        if on_progress is not None:
+            on_progress(Stage.OCR, done, len(numbers))
+        images = pdf_page_images(reader.pages[i])
+        if not images:
+            continue
+        try:
+            lines = cached_ocr(f"{sha}-p{i + 1}", lambda image=images[0]: ocr_image(image))  # type: ignore[misc]
+        except UnreadableFile as exc:
+            if exc.reason == "no_tool":
+                return out, f"is not available ({exc})"
+            log.warning("page %d: %s; it is skipped", i + 1, exc)
+            continue
+        if lines:
+            out[i] = lines
+    if on_progress is not None:
+        on_progress(Stage.OCR, len(numbers), len(numbers))
+    return out, ""
+
+
+def _extract(raw: bytes) -> tuple[PdfReader, list[list[str]], str]:
+    """The reader, the non-empty lines of each page, and the title from the PDF's metadata if it is a real one."""
     try:
         reader = PdfReader(io.BytesIO(raw))
         pages = [_lines(page.extract_text() or "") for page in reader.pages]
@@ -86,7 +130,7 @@ def _extract(raw: bytes) -> tuple[list[list[str]], str]:
             "broken",
         ) from exc
     title = re.sub(r"^Microsoft Word - ", "", title.strip())
-    return pages, "" if _JUNK_TITLE.fullmatch(title) else title
+    return reader, pages, "" if _JUNK_TITLE.fullmatch(title) else title
 
 
 def _lines(page_text: str) -> list[str]:

@@ -208,14 +208,23 @@ def test_uploaded_pdf_and_docx_are_answered_with_page_and_heading(page, tmp_path
     _shot(page, "ui-upload-docx.png")
 
 
-def test_an_uploaded_workbook_is_answered_with_its_sheet_and_row(page, tmp_path):
+def test_an_uploaded_workbook_and_scan_are_answered_with_sheet_row_and_ocr_page(page, tmp_path):
+    from tests import scans
     from tests.make_docs import xlsx_bytes
     from tests.test_office import STAFF, STOCK
+    from tests.test_scanned_documents import PHOTO
 
-    book = tmp_path / "值班表.xlsx"
+    book, scan = tmp_path / "值班表.xlsx", tmp_path / "图书馆公告.jpg"
     book.write_bytes(xlsx_bytes([STAFF, STOCK]))
-    status = _upload(page, [book])
-    assert "索引已更新" in status, status
+    scan.write_bytes(scans.jpeg_bytes(scans.render_page(PHOTO, noisy=True, seed=4)))
+    status = _upload(page, [book, scan])
+    assert "索引已更新" in status and "图书馆公告.jpg" in status, status
+    ask(page, "图书馆每次可以借几本书")
+    answer = page.locator("#qa-chat .qa-answer").last
+    assert "三本" in (answer.locator(".qa-answerline").text_content() or "").replace(" ", "")
+    cite = answer.locator(".qa-cite").first.inner_text()
+    assert "图书馆公告.jpg" in cite and "第1页（OCR）" in cite, cite
+    _shot(page, "ui-upload-scan.png")
     ask(page, "王五的电话是多少")
     answer = page.locator("#qa-chat .qa-answer").last
     assert "13700003333" in (answer.locator(".qa-answerline").text_content() or "")

@@ -6,7 +6,6 @@ file, citing the right page, sheet and row, or slide in its 答： line."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 from pypdf import PdfReader, PdfWriter

@@ -117,6 +117,9 @@ def test_damaged_empty_huge_and_encrypted_office_files_say_what_to_do(tmp_path: 
     with pytest.raises(UnreadableFile, match="cells, more than") as bad:
         parse_document(good, "大.xlsx")
     monkeypatch.undo()
+    from qa.errors import QAError
+
+    assert isinstance(bad.value, QAError)  # one error tree: callers catching QAError see unreadable files too
     ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 64 + "EncryptedPackage".encode("utf-16-le")
     with pytest.raises(UnreadableFile, match="password-protected Office file") as bad:
         parse_document(ole, "加密.xlsx")

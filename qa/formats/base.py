@@ -1,6 +1,6 @@
-"""The document every reader produces, and the error a reader raises. Imports nothing else from qa,
-so the readers (qa.documents for txt / md / html, qa.formats.pdf, qa.formats.docx) depend on it and
-not on each other."""
+"""The document every reader produces, and the error a reader raises. Imports nothing from qa
+but its error base (qa.errors, which imports nothing), so the readers (qa.documents for txt / md /
+html, and each module of qa.formats) depend on it and not on each other."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+
+from qa.errors import QAError
 
 TITLE_MAX_CHARS = 40
 # A line that ends a sentence (its last mark, then closing quotes or brackets).
@@ -66,7 +68,7 @@ MAX_UNZIPPED_BYTES = 256 * 2**20  # an Office file (a zip) that unpacks beyond t
 OCR_PLACE = "第{page}页（OCR）"  # how a citation names an OCR'd page: its text may hold recognition errors
 
 
-class UnreadableFile(Exception):
+class UnreadableFile(QAError):
     """A file that cannot be read as a document; `reason` says why, for messages in other languages."""
 
     def __init__(self, message: str, reason: Unreadable) -> None:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from qa import DEFAULT_DOCS, DEFAULT_INDEX
 from qa.errors import QAError, QueryError
 from qa.progress import Stage
+from qa.stores import BACKENDS
 
 
 def _say(msg: str) -> None:
@@ -235,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--max-chars", type=_positive_int, default=None, help="passage size limit in characters")
     build.add_argument("--force", action="store_true", help="rebuild everything, re-embedding all passages")
     build.add_argument(
-        "--store", choices=["faiss", "milvus"], default=None,
+        "--store", choices=sorted(BACKENDS), default=None,
         help="where vectors and keywords live: faiss (files in the index folder, the default) or milvus",
     )  # fmt: skip
     build.add_argument(

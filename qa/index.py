@@ -14,14 +14,10 @@ is new are embedded. Nothing is ever unpickled.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +30,13 @@ from qa.backends import Backend
 from qa.documents import Document, iter_files, parse_document, read_documents
 from qa.embed import Encoder, configured_model, fingerprint, make_encoder, probe_vector
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexMissingError, QAError
+from qa.folder import (
+    build_lock,
+    recover,
+    remove_leftovers,
+    sha256_file,
+    verify_files,
+)
 from qa.lexical import BM25_PARAMS, STOPWORDS
 from qa.manifest import (
     MANIFEST,
@@ -55,8 +58,7 @@ from qa.split import (
     sentence_units,
     split_document,
 )
-from qa.stores import KeywordStore, PassageStore, VectorStore
-from qa.stores.local import Bm25KeywordStore, FaissVectorStore, PassageTable
+from qa.stores import BACKENDS, Stores, backend
 
 log = logging.getLogger(__name__)
 
@@ -80,129 +82,14 @@ class BuildReport:
     skipped: tuple[str, ...] = ()
 
 
-@dataclass
-class Stores:
-    """The three stores of one index (see qa.stores)."""
-
-    passages: PassageStore
-    keywords: KeywordStore
-    vectors: VectorStore | None = None
-
-    def warm_up(self) -> None:
-        """Let each store do now the one-time work its first query would otherwise pay for."""
-        for store in (self.passages, self.keywords, self.vectors):
-            warm = getattr(store, "warm_up", None)
-            if warm is not None:
-                warm()
-
-
-# ---------------------------------------------------------------- files
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for p in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
-        _fsync(p)
-    _fsync(folder)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a file by temp file + fsync + rename: readers see the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def _build_lock(target: Path) -> Iterator[None]:
-    lock_path = target.parent / f".{target.name}.lock"
-    with lock_path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _backup_name(target: Path) -> Path:
-    return target.parent / f".{target.name}.previous"
-
-
-def _recover(target: Path, *, locked: bool = False) -> None:
-    """Finish a swap that a crash interrupted: put the previous index back in place.
-
-    A build swaps under the build lock, so a reader that finds the index missing takes the lock
-    first (`locked`: the caller holds it): it must not undo a swap that is under way, only one
-    whose build died."""
-    backup = _backup_name(target)
-    if target.exists() or not (backup / MANIFEST).exists():
-        return
-    if not locked:
-        with _build_lock(target):
-            _recover(target, locked=True)
-        return
-    log.warning("Restoring the previous index %s from %s (a build was interrupted).", target, backup)
-    os.replace(backup, target)
-
-
-def _remove_leftovers(target: Path) -> None:
-    """What builds that died left beside the index (call with the build lock held, after
-    `_recover`): temporary folders, and the previous index once the new one is in place."""
-    stale = list(target.parent.glob(f".{target.name}.tmp-*"))
-    if target.exists():
-        stale += [p for p in [_backup_name(target)] if p.exists()]
-    for folder in stale:
-        log.warning("Removing %s, left by an interrupted build.", folder)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    backup = _backup_name(target)
-    if backup.exists():
-        shutil.rmtree(backup)
-    if target.exists():
-        os.replace(target, backup)
-    os.replace(tmp, target)
-    _fsync(target.parent)
-    if backup.exists():
-        shutil.rmtree(backup)
-
-
-# A first Milvus build that failed leaves its Lite file (and lock files) in the new folder.
-_LITE_FILES = frozenset({"milvus.db", ".milvus.db.lock", ".milvus.db.qa.lock", ".milvus.db.qa-writer.lock"})
-
-
 def _check_target(target: Path) -> None:
     """Refuse to replace a folder that is not a qa index: it belongs to the user."""
     if not target.exists():
         return
     if not target.is_dir():
         raise QAError(f"{target} exists and is not a folder. Choose another --index path.")
-    if any(p.name not in _LITE_FILES for p in target.iterdir()) and not (target / MANIFEST).exists():
+    leftovers = frozenset().union(*(backend(kind).leftovers for kind in BACKENDS))  # of a failed first build
+    if any(p.name not in leftovers for p in target.iterdir()) and not (target / MANIFEST).exists():
         raise QAError(
             f"{target} is not empty and holds no qa index ({MANIFEST} missing); it is left untouched. "
             f"Choose another --index path, or empty that folder yourself."
@@ -212,7 +99,7 @@ def _check_target(target: Path) -> None:
 def read_manifest(index_dir: str | Path) -> Manifest:
     """The manifest of an index folder, checked for format, version and shape."""
     folder = Path(index_dir)
-    _recover(folder)
+    recover(folder)
     path = folder / MANIFEST
     if not folder.exists() or not path.exists():
         if folder.exists() and any(folder.iterdir()):
@@ -228,23 +115,17 @@ def read_manifest(index_dir: str | Path) -> Manifest:
 
 
 def _shared_manifest(folder: Path, manifest: Manifest) -> Manifest:
-    """An index on Milvus keeps its manifest in Milvus too: another process, on this machine or
-    another, that updated the index wrote a newer generation there, and that one wins."""
+    """A store may keep the manifest too (Milvus): another process, on this machine or another,
+    that updated the index wrote a newer generation there, and that one wins."""
     store = manifest.store
-    if store is None or store.kind != "milvus":
+    if store is None:
         return manifest
-    from qa.stores import milvus
-
-    return milvus.load_manifest(store, folder, newer_than=manifest.generation) or manifest
+    return backend(store.kind).shared_manifest(store, folder, manifest.generation) or manifest
 
 
 def _store_lock(info: StoreInfo | None, folder: Path) -> contextlib.AbstractContextManager[None]:
     """The store's writer lock (Milvus: shared by every index folder on that store), else nothing."""
-    if info is None or info.kind != "milvus":
-        return contextlib.nullcontext()
-    from qa.stores import milvus
-
-    return milvus.writer_lock(info, folder)
+    return contextlib.nullcontext() if info is None else backend(info.kind).writer_lock(info, folder)
 
 
 def _read_file_generation(folder: Path) -> int:
@@ -254,22 +135,6 @@ def _read_file_generation(folder: Path) -> int:
         return Manifest.from_json(path.read_text(encoding="utf-8"), where=str(path)).generation
     except (OSError, UnicodeDecodeError) as exc:
         raise IndexMissingError(f"{path} cannot be read ({exc}).") from exc
-
-
-def verify_files(folder: Path, manifest: Manifest) -> None:
-    """Every file the manifest lists is present, of the right size and checksum."""
-    fix = f"Rebuild the index: qa index build --index {folder}"
-    for name, entry in manifest.files.items():
-        path = folder / name
-        if not path.is_file():
-            raise IndexCorruptError(f"Index file {path} is missing. {fix}")
-        size = path.stat().st_size
-        if size != entry.bytes:
-            raise IndexCorruptError(
-                f"Index file {path} is truncated or altered (size {size}, expected {entry.bytes}). {fix}"
-            )
-        if sha256_file(path) != entry.sha256:
-            raise IndexCorruptError(f"Index file {path} is altered (checksum mismatch). {fix}")
 
 
 def _same_file(path: Path, entry: FileEntry) -> bool:
@@ -372,18 +237,15 @@ class Index:
         try:
             local = _read_file_generation(self.folder)
             store = self.manifest.store
-            if store is not None and store.kind == "milvus":
-                from qa.stores import milvus
-
-                return max(local, milvus.generation(store, self.folder) or 0)
-            return local
+            shared = backend(store.kind).generation(store, self.folder) if store is not None else None
+            return max(local, shared or 0)
         except QAError:
             return None
 
     def save_calibration(self, cal: Calibration) -> None:
         """Store a new calibration in the manifest (the files it checksums are unchanged)."""
-        with _build_lock(self.folder), _store_lock(self.manifest.store, self.folder):
-            _recover(self.folder, locked=True)
+        with build_lock(self.folder), _store_lock(self.manifest.store, self.folder):
+            recover(self.folder, locked=True)
             current = read_manifest(self.folder)
             manifest = replace(current.with_calibration(cal), generation=current.generation + 1)
             _write_manifest(self.folder, manifest)
@@ -405,23 +267,7 @@ def load_index(index_dir: str | Path) -> Index:
 
 
 def _open_stores(folder: Path, manifest: Manifest) -> Stores:
-    store = manifest.store
-    if store is not None and store.kind == "milvus":
-        from qa.stores import milvus
-
-        return milvus.open_stores(folder, store, create=False)
-    passages = PassageTable.load(folder)
-    if len(passages) != manifest.passage_count:
-        raise IndexCorruptError(
-            f"{folder / PassageTable.FILE} holds {len(passages)} passages, the manifest says "
-            f"{manifest.passage_count}. Rebuild the index: qa index build --index {folder}"
-        )
-    vectors = None
-    if store is not None and manifest.model is not None:
-        vectors = FaissVectorStore.load(folder, dimension=store.dimension, count=store.vectors)
-    keywords = Bm25KeywordStore.load(folder)
-    keywords.attach(passages)
-    return Stores(passages, keywords, vectors)
+    return backend(manifest.store.kind if manifest.store is not None else "faiss").open(folder, manifest)
 
 
 # ---------------------------------------------------------------- building
@@ -513,9 +359,9 @@ def build_index(
     root, target = Path(docs_dir), Path(index_dir)
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(target), contextlib.ExitStack() as held:
-        _recover(target, locked=True)
-        _remove_leftovers(target)
+    with build_lock(target), contextlib.ExitStack() as held:
+        recover(target, locked=True)
+        remove_leftovers(target)
         skipped: list[str] = []
         docs = read_documents(root, skipped=skipped, on_progress=report)
         params = _params(max_chars, near_dup)
@@ -580,13 +426,7 @@ def _store_info(kind: StoreKind | None, uri: str | None, token_env: str | None, 
         and (kind is None or (kind == old.store.kind and uri is None and token_env is None))
     ):
         return old.store
-    if (kind or "faiss") == "faiss":
-        if uri:
-            raise QAError("--uri is for --store milvus; the FAISS store lives in the index folder.")
-        return StoreInfo("faiss", "faiss-flat-ip", 0, 0)
-    from qa.stores import milvus
-
-    return milvus.store_info(uri, token_env, target)
+    return backend(kind or "faiss").info(uri, token_env, target)
 
 
 def _rebuild_reason(old: Manifest | None, params: dict[str, Any], minfo: ModelInfo | None, info: StoreInfo,
@@ -623,20 +463,7 @@ def same_model(a: ModelInfo, b: ModelInfo) -> bool:
 def _stores_for_update(target: Path, old: Manifest | None, info: StoreInfo, minfo: ModelInfo | None,
                        *, fresh: bool) -> Stores:  # fmt: skip
     """The stores to change: the existing ones (incremental), or new empty ones."""
-    if info.kind == "milvus":
-        from qa.stores import milvus
-
-        return milvus.open_stores(target, info, create=True, reset=fresh, dimension=minfo.dimension if minfo else None)
-    if not fresh and old is not None:
-        try:
-            verify_files(target, old)
-            return _open_stores(target, old)
-        except QAError as exc:
-            log.warning("The existing index in %s cannot be read (%s); rebuilding it whole.", target, exc)
-    table = PassageTable()
-    keywords = Bm25KeywordStore.build([])
-    keywords.attach(table)
-    return Stores(table, keywords, FaissVectorStore.empty(minfo.dimension) if minfo else None)
+    return backend(info.kind).for_update(target, old, info, minfo.dimension if minfo else None, fresh=fresh)
 
 
 def _apply(stores: Stores, passages: Sequence[Passage], enc: Encoder | None, reindex_keywords: bool,
@@ -682,42 +509,16 @@ def _embed(enc: Encoder, texts: list[str], report: Progress) -> np.ndarray:
 
 
 def _commit(target: Path, manifest: Manifest, stores: Stores) -> None:
-    """Make the new state durable: a new folder swapped into place, or (Milvus) the stores
-    flushed and then the manifest written."""
-    if manifest.store is not None and manifest.store.kind == "milvus":
-        from qa.stores import milvus
-
-        milvus.commit(stores, manifest)
-        target.mkdir(parents=True, exist_ok=True)
-        _write_manifest(target, manifest)
-        return
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(0o755)
-    try:
-        assert isinstance(stores.passages, PassageTable) and isinstance(stores.keywords, Bm25KeywordStore)
-        stores.passages.save(tmp)
-        stores.keywords.save(tmp)
-        if isinstance(stores.vectors, FaissVectorStore):
-            stores.vectors.save(tmp)
-        files = {
-            p.relative_to(tmp).as_posix(): FileEntry(sha256_file(p), p.stat().st_size)
-            for p in sorted(tmp.rglob("*"))
-            if p.is_file()
-        }
-        (tmp / MANIFEST).write_text(replace(manifest, files=files).to_json(), encoding="utf-8")
-        _fsync_tree(tmp)
-        _swap_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Make the new state durable, the way the store does it (see its `StoreBackend.commit`)."""
+    backend(_kind(manifest)).commit(target, manifest, stores)
 
 
 def _write_manifest(folder: Path, manifest: Manifest) -> None:
-    if manifest.store is not None and manifest.store.kind == "milvus":
-        from qa.stores import milvus
+    backend(_kind(manifest)).save_manifest(folder, manifest)
 
-        milvus.save_manifest(folder, manifest)
-    write_text_atomic(folder / MANIFEST, manifest.to_json())
+
+def _kind(manifest: Manifest) -> str:
+    return manifest.store.kind if manifest.store is not None else "faiss"
 
 
 def _unchanged(
@@ -742,10 +543,7 @@ def _unchanged(
             return False
     try:
         verify_files(folder, manifest)
-        if manifest.store.kind == "milvus":
-            from qa.stores import milvus
-
-            milvus.verify(folder, manifest)
+        backend(manifest.store.kind).verify(folder, manifest)
     except QAError:
         return False
     return True

@@ -8,23 +8,32 @@
     bm25/                 bm25s arrays (.npy, allow_pickle=False) and their passage ids
 
 Each store changes in memory (`upsert`, `delete`) and writes its files with `save(folder)`;
-the index writes a whole new folder and renames it into place (see qa.index).
+`LocalBackend.commit` writes a whole new folder and renames it into place (qa.folder).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import shutil
+import tempfile
 from collections.abc import Collection, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from qa.errors import IndexCorruptError
+from qa.errors import IndexCorruptError, QAError
+from qa.folder import fsync_tree, sha256_file, swap_into_place, verify_files, write_text_atomic
 from qa.lexical import LexicalIndex, tokenize
+from qa.manifest import MANIFEST, FileEntry, Manifest, StoreInfo
 from qa.split import Passage, Source
-from qa.stores import ScoredUnit, Unit, check_query
+from qa.stores import ScoredUnit, Stores, Unit, check_query
 from qa.stores.rows import source_from_dict, source_to_dict
+
+log = logging.getLogger(__name__)
 
 # Which FAISS index, by the number of unit vectors (about 4 a passage), chosen on
 # bench/scale.py's measurements (bench/RESULTS.md: recombined seed text, 200 real questions,
@@ -474,3 +483,87 @@ class Bm25KeywordStore:
 
 def warm_tokenizer() -> None:
     tokenize("预热")
+
+
+# ---------------------------------------------------------------- the backend
+
+
+class LocalBackend:
+    """The embedded store's life: files in the index folder, written whole into a new folder that
+    is swapped into place, so a crash leaves the old index or the new one (qa.folder)."""
+
+    kind = "faiss"
+    leftovers: frozenset[str] = frozenset()
+
+    def info(self, uri: str | None, token_env: str | None, folder: Path) -> StoreInfo:
+        if uri:
+            raise QAError("--uri is for --store milvus; the FAISS store lives in the index folder.")
+        return StoreInfo("faiss", "faiss-flat-ip", 0, 0)
+
+    def open(self, folder: Path, manifest: Manifest) -> Stores:
+        passages = PassageTable.load(folder)
+        if len(passages) != manifest.passage_count:
+            raise IndexCorruptError(
+                f"{folder / PassageTable.FILE} holds {len(passages)} passages, the manifest says "
+                f"{manifest.passage_count}. Rebuild the index: qa index build --index {folder}"
+            )
+        vectors = None
+        store = manifest.store
+        if store is not None and manifest.model is not None:
+            vectors = FaissVectorStore.load(folder, dimension=store.dimension, count=store.vectors)
+        keywords = Bm25KeywordStore.load(folder)
+        keywords.attach(passages)
+        return Stores(passages, keywords, vectors)
+
+    def for_update(self, folder: Path, old: Manifest | None, info: StoreInfo, dimension: int | None,
+                   *, fresh: bool) -> Stores:  # fmt: skip
+        if not fresh and old is not None:
+            try:
+                verify_files(folder, old)
+                return self.open(folder, old)
+            except QAError as exc:
+                log.warning("The existing index in %s cannot be read (%s); rebuilding it whole.", folder, exc)
+        table = PassageTable()
+        keywords = Bm25KeywordStore.build([])
+        keywords.attach(table)
+        return Stores(table, keywords, FaissVectorStore.empty(dimension) if dimension else None)
+
+    def commit(self, folder: Path, manifest: Manifest, stores: Stores) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        tmp.chmod(0o755)
+        try:
+            if not isinstance(stores.passages, PassageTable) or not isinstance(stores.keywords, Bm25KeywordStore):
+                raise TypeError("the embedded store commits only its own stores")
+            stores.passages.save(tmp)
+            stores.keywords.save(tmp)
+            if isinstance(stores.vectors, FaissVectorStore):
+                stores.vectors.save(tmp)
+            files = {
+                p.relative_to(tmp).as_posix(): FileEntry(sha256_file(p), p.stat().st_size)
+                for p in sorted(tmp.rglob("*"))
+                if p.is_file()
+            }
+            (tmp / MANIFEST).write_text(replace(manifest, files=files).to_json(), encoding="utf-8")
+            fsync_tree(tmp)
+            swap_into_place(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def save_manifest(self, folder: Path, manifest: Manifest) -> None:
+        write_text_atomic(folder / MANIFEST, manifest.to_json())
+
+    def verify(self, folder: Path, manifest: Manifest) -> None:
+        """Nothing beyond the folder's checksums (qa.folder.verify_files), which every index gets."""
+
+    def writer_lock(self, info: StoreInfo, folder: Path) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # the folder's build lock is the only writer lock
+
+    def shared_manifest(self, info: StoreInfo, folder: Path, newer_than: int) -> Manifest | None:
+        return None  # the manifest lives in the folder only
+
+    def generation(self, info: StoreInfo, folder: Path) -> int | None:
+        return None
+
+
+BACKEND = LocalBackend()

@@ -49,20 +49,18 @@ import time
 import warnings
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
+from typing import Any, TextIO, TypeVar, cast
 
 import numpy as np
 
 from qa.cache import cache_root
 from qa.errors import IndexCorruptError, IndexMismatchError, QAError, StoreError
+from qa.folder import write_text_atomic
 from qa.lexical import BM25_PARAMS, pinyin_terms, tokenize
-from qa.manifest import Manifest, StoreInfo
+from qa.manifest import MANIFEST, Manifest, StoreInfo
 from qa.split import Passage, Source
-from qa.stores import ScoredUnit, Unit, check_query
+from qa.stores import ScoredUnit, Stores, Unit, check_query
 from qa.stores.rows import source_from_dict, source_to_dict
-
-if TYPE_CHECKING:
-    from qa.index import Stores
 
 log = logging.getLogger(__name__)
 
@@ -954,8 +952,6 @@ def open_stores(folder: str | Path, info: StoreInfo, *, create: bool = False, re
     """The stores of the index in `folder`. With `create` (a build, under `writer_lock`): make
     missing collections, drop them first with `reset`, mark the store dirty and repair what an
     interrupted update left behind. Without: check that the collections are there."""
-    from qa.index import Stores
-
     conn = connect(info, folder)
     names = _names(str(info.collection))
     if create:
@@ -983,8 +979,6 @@ def _passages(conn: Connection, names: dict[str, str]) -> MilvusPassageStore:
 
 
 def _open_for_writing(conn: Connection, names: dict[str, str], reset: bool, dimension: int | None) -> Stores:
-    from qa.index import Stores
-
     if not conn.has(names["meta"]):
         _create_meta(conn, names["meta"])
     meta = Meta(conn, names["meta"])
@@ -1109,6 +1103,57 @@ def generation(info: StoreInfo, folder: str | Path) -> int | None:
     """The generation of the manifest kept in Milvus (a get of one row)."""
     meta = _meta(info, folder)
     return meta.generation() if meta is not None else None
+
+
+# ---------------------------------------------------------------- the backend
+
+
+class MilvusBackend:
+    """Milvus's life as a store: collections updated in place, marked dirty while an update runs
+    and repaired by the next build; the manifest is kept in Milvus too, so every process and
+    machine sharing the store sees the newest generation."""
+
+    kind = "milvus"
+    # A first build that failed leaves its Lite file (and lock files) in the new folder.
+    leftovers = frozenset(
+        {DEFAULT_DB, f".{DEFAULT_DB}.lock", f".{DEFAULT_DB}.qa.lock", f".{DEFAULT_DB}.qa-writer.lock"}
+    )
+
+    def info(self, uri: str | None, token_env: str | None, folder: Path) -> StoreInfo:
+        return store_info(uri, token_env, folder)
+
+    def open(self, folder: Path, manifest: Manifest) -> Stores:
+        assert manifest.store is not None
+        return open_stores(folder, manifest.store, create=False)
+
+    def for_update(self, folder: Path, old: Manifest | None, info: StoreInfo, dimension: int | None,
+                   *, fresh: bool) -> Stores:  # fmt: skip
+        return open_stores(folder, info, create=True, reset=fresh, dimension=dimension)
+
+    def commit(self, folder: Path, manifest: Manifest, stores: Stores) -> None:
+        """The collections checked against the manifest, then the manifest written (Milvus, folder)."""
+        commit(stores, manifest)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.save_manifest(folder, manifest)
+
+    def save_manifest(self, folder: Path, manifest: Manifest) -> None:
+        save_manifest(folder, manifest)
+        write_text_atomic(folder / MANIFEST, manifest.to_json())
+
+    def verify(self, folder: Path, manifest: Manifest) -> None:
+        verify(folder, manifest)
+
+    def writer_lock(self, info: StoreInfo, folder: Path) -> contextlib.AbstractContextManager[None]:
+        return writer_lock(info, folder)
+
+    def shared_manifest(self, info: StoreInfo, folder: Path, newer_than: int) -> Manifest | None:
+        return load_manifest(info, folder, newer_than=newer_than)
+
+    def generation(self, info: StoreInfo, folder: Path) -> int | None:
+        return generation(info, folder)
+
+
+BACKEND = MilvusBackend()
 
 
 # ---------------------------------------------------------------- Milvus Lite as a server

@@ -183,10 +183,9 @@ def sweep(texts: list[list[str]], repeats: int = 3) -> None:
     changes: list[dict] = [
         {},
         {"intra_op_num_threads": 1},
-        {"rec_batch_num": 1},
         {"rec_batch_num": 3},
-        {"rec_batch_num": 12},
-        {"intra_op_num_threads": 1, "rec_batch_num": 1},
+        {"rec_batch_num": 6},  # rapidocr's default
+        {"intra_op_num_threads": 1, "rec_batch_num": 6},
         {"det_limit_type": "max", "det_limit_side_len": 960},
         {"use_cls": True},
     ]

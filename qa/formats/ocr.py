@@ -56,6 +56,9 @@ SETTINGS: dict[str, Any] = {
     # read as nothing (bench/ocr.py: 94.7% -> 100% on that page). It also costs time.
     "use_cls": False,
     "text_score": 0.0,  # keep every line: MIN_SCORE filters here, where it was measured
+    # One line per recognition call, not 6 padded to the widest: bench/ocr.py --sweep, one clean
+    # A4 page on 2 busy cores (load 5-6), best of 3: 1 -> 7.7 s, 3 -> 9.2 s, 6 -> 10.1 s, 12 -> 12.0 s.
+    "rec_batch_num": 1,
 }
 # What made a cached result; a result cached under other settings is recomputed.
 ENGINE = f"rapidocr-onnxruntime==1.4.4 use_cls={SETTINGS['use_cls']} min_score={MIN_SCORE}"

@@ -40,13 +40,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENGINE = "rapidocr-onnxruntime==1.4.4"  # what made a cached result; another engine's result is recomputed
 MAX_PIXELS = 40_000_000  # a 600 dpi A3 scan is 35 Mpx; beyond this the image is refused, not decoded
-# Recognition scores below this are marks, not text. Measured (bench/ocr.py --scores): lines of
-# body text scored 0.94-1.00 on clean and noisy pages; what the engine read into strokes, dots, a
-# stamp ring and a rule on a blank noisy page scored 0.13-0.59, and two single characters 0.86.
+# Recognition scores below this are marks, not text. Measured (bench/ocr.py --scores, 4 noisy
+# pages): lines of body text scored 0.875-1.00, and 0.9 dropped the 0.875 one (page accuracy
+# 99.77% -> 98.48%); what the engine read into strokes, dots, a stamp ring and a rule on a page
+# without text scored 0.13-0.58 (dropped), and two single characters 0.86 (kept).
 MIN_SCORE = 0.8
 MAX_THREADS = 8
+# RapidOCR's settings beside the threads; its global keys reach the Det, Cls and Rec sessions
+# (rapidocr_onnxruntime.utils.parse_parameters.UpdateParameters).
+SETTINGS: dict[str, Any] = {
+    "inter_op_num_threads": 1,
+    # No per-line orientation classifier: it squeezes a whole line into 192x48 px and, on a
+    # clean upright A4 page, turned a full line of body text upside down (0.94 sure), which then
+    # read as nothing (bench/ocr.py: 94.7% -> 100% on that page). It also costs time.
+    "use_cls": False,
+    "text_score": 0.0,  # keep every line: MIN_SCORE filters here, where it was measured
+    # One line per recognition call, not 6 padded to the widest: bench/ocr.py --sweep, one clean
+    # A4 page on 2 busy cores (load 5-6), best of 3: 1 -> 7.7 s, 3 -> 9.2 s, 6 -> 10.1 s, 12 -> 12.0 s.
+    "rec_batch_num": 1,
+}
+# What made a cached result; a result cached under other settings is recomputed.
+ENGINE = f"rapidocr-onnxruntime==1.4.4 use_cls={SETTINGS['use_cls']} min_score={MIN_SCORE}"
 FULL_WIDTH_SLACK = 1.5  # a row ending within this many character heights of the right margin is full
 CACHE_FORMAT = 1
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -131,9 +146,7 @@ def _build_engine() -> Any:
             "it is a scan and OCR is not installed; install it: pip install rapidocr-onnxruntime==1.4.4",
             "no_tool",  # type: ignore[arg-type]  # not yet in qa.formats.base.Unreadable
         ) from exc
-    # Global keys are copied to the Det, Cls and Rec sessions (rapidocr's UpdateParameters).
-    # text_score=0 keeps every line: MIN_SCORE filters here, where it was measured.
-    return RapidOCR(intra_op_num_threads=threads(), inter_op_num_threads=1, text_score=0.0)
+    return RapidOCR(intra_op_num_threads=threads(), **SETTINGS)
 
 
 def _open_image(raw: bytes) -> Image.Image:

@@ -17,8 +17,6 @@ from qa.formats import ocr
 from qa.formats.base import UnreadableFile
 from tests import scans
 
-pytest.importorskip("rapidocr_onnxruntime", reason="OCR is not installed: pip install rapidocr-onnxruntime==1.4.4")
-
 PARAGRAPHS = [
     "坚持科学精准防控，要求压实四方责任、筑牢群防群控防线。新冠肺炎疫情防控是一场人民战争，"
     "必须紧紧依靠人民群众，全国动员、全民参与，联防联控、群防群治，构筑起最严密的防控体系。",

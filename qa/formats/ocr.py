@@ -143,8 +143,9 @@ def _build_engine() -> Any:
         from rapidocr_onnxruntime import RapidOCR
     except ImportError as exc:
         raise UnreadableFile(
-            "it is a scan and OCR is not installed; install it: pip install rapidocr-onnxruntime==1.4.4",
-            "no_tool",  # type: ignore[arg-type]  # not yet in qa.formats.base.Unreadable
+            f"it is a scan and OCR cannot start ({exc}); install it: pip install rapidocr-onnxruntime==1.4.4 "
+            f"(OpenCV under it needs libGL: apt-get install libgl1, which make browser does)",
+            "no_tool",
         ) from exc
     return RapidOCR(intra_op_num_threads=threads(), **SETTINGS)
 
@@ -160,13 +161,13 @@ def _open_image(raw: bytes) -> Image.Image:
                 raise UnreadableFile(
                     f"the image is {image.width}x{image.height} pixels, more than OCR takes "
                     f"({MAX_PIXELS // 1_000_000} megapixels); scan it at 300 dpi or less and add that",
-                    "too_large",  # type: ignore[arg-type]  # in qa.formats.base.Unreadable on main
+                    "too_large",
                 )
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UnreadableFile(
             f"the image is larger than OCR takes ({MAX_PIXELS // 1_000_000} megapixels); scan it at 300 dpi or less",
-            "too_large",  # type: ignore[arg-type]
+            "too_large",
         ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise UnreadableFile(

@@ -1,13 +1,14 @@
 """Stage 1: read a folder of documents (txt / md / html / pdf / docx / xlsx / pptx / doc) into
 plain-text `Document`s.
 
-Formats are decided by content as well as by extension: a file that starts with
-`%PDF-` is a PDF, a zip holding `word/document.xml` is a Word document (`xl/workbook.xml` a
-workbook, `ppt/presentation.xml` a deck), whatever their names (the readers are in `qa.formats`, one module per format); a `.txt` file
-that starts with YAML front matter is read as markdown, and HTML embedded anywhere is
-parsed with a real HTML parser (tags, attributes, scripts and styles never reach the
-text). Encodings: UTF-8 (with or without BOM), UTF-16 with BOM, GB18030/GBK.
-Each non-empty line of `Document.text` is one paragraph.
+Formats are decided by content as well as by extension: a file that starts with `%PDF-` is a
+PDF, a zip holding `word/document.xml` is a Word document (`xl/workbook.xml` a workbook,
+`ppt/presentation.xml` a deck), an OLE file holding `WordDocument` a legacy .doc, a PNG, JPEG or
+TIFF header an image of a page (read by OCR), whatever their names (the readers are in
+`qa.formats`, one module per format); a `.txt` file that starts with YAML front matter is
+read as markdown, and HTML embedded anywhere is parsed with a real HTML parser (tags,
+attributes, scripts and styles never reach the text). Encodings: UTF-8 (with or without
+BOM), UTF-16 with BOM, GB18030/GBK. Each non-empty line of `Document.text` is one paragraph.
 """
 
 from __future__ import annotations

@@ -176,7 +176,8 @@ def hostile_docs(tmp_path: Path) -> Path:
     files = {
         "empty.txt": b"",
         "blank.md": b"  \n\t\n\r\n",
-        "image.txt": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4,
+        "image.txt": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4,  # a damaged PNG: a scan
+        "program.txt": b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4,
         "bad-utf16.txt": b"\xff\xfe" + "半个字".encode("utf-16-le") + b"\x41",
         "gbk.txt": "GBK编码的文档：红色狐狸在雪地里跳舞。".encode("gbk"),
         "utf16.txt": "UTF-16编码的文档：绿色青蛙在荷叶上唱歌。".encode("utf-16"),
@@ -203,7 +204,13 @@ GOOD = {
     "bad-date.md": "白色兔子",
     "inner-link.txt": "红色狐狸",
 }
-BAD = {"empty.txt": "no text", "blank.md": "no text", "image.txt": "binary", "bad-utf16.txt": "UTF-16"}
+BAD = {
+    "empty.txt": "no text",
+    "blank.md": "no text",
+    "image.txt": "not an image OCR can read",  # found by content: a PNG header, whatever the name
+    "program.txt": "binary",
+    "bad-utf16.txt": "UTF-16",
+}
 
 
 def test_a_hostile_folder_builds_with_the_good_files_and_reports_the_bad(hostile_docs: Path, tmp_path: Path, caplog):
@@ -302,11 +309,12 @@ def library(tmp_path: Path):
 def test_hostile_uploads_are_refused_one_by_one(library, hostile_docs: Path, tmp_path: Path):
     big = tmp_path / "big.txt"
     big.write_bytes("大".encode() * 400_000)  # 1.2 MB, over this library's 1 MB limit
-    names = ["image.txt", "bad-utf16.txt", "empty.txt", "blank.md", "page.html", "bomb.md"]
+    names = ["image.txt", "program.txt", "bad-utf16.txt", "empty.txt", "blank.md", "page.html", "bomb.md"]
     outcome = library.add_files([*(hostile_docs / n for n in names), big])
     refused = dict(outcome.refused)
-    assert set(refused) == {"image.txt", "bad-utf16.txt", "empty.txt", "blank.md", "big.txt"}
-    assert "二进制" in refused["image.txt"] and "编码" in refused["bad-utf16.txt"]
+    assert set(refused) == {"image.txt", "program.txt", "bad-utf16.txt", "empty.txt", "blank.md", "big.txt"}
+    assert "二进制" in refused["program.txt"] and "编码" in refused["bad-utf16.txt"]
+    assert "损坏" in refused["image.txt"]  # a damaged scan
     assert "太大" in refused["big.txt"] and "空" in refused["empty.txt"]
     assert [stored for _, stored in outcome.stored] == ["page.html", "bomb.md"]
     assert set(p.name for p in library.docs_dir.iterdir()) == {*SMALL_SEEDS, "page.html", "bomb.md"}

@@ -173,7 +173,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the chat app (package `ui`) in this process's place: the engine never imports its UI."""
     argv = [sys.executable, "-m", "ui", "--docs", args.docs, "--index", args.index, "--host", args.host,
             "--port", str(args.port)] + (["--model", args.model] if args.model else []) + (
-            ["--share"] if args.share else [])  # fmt: skip
+            ["--share"] if args.share else []) + (["--auth", args.auth] if args.auth else [])  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -181,6 +181,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise QAError(f"The web app cannot start ({exc}). Install the project: make install") from exc
     return 1  # not reached: execv replaces this process
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    """Add a user to a users file (or change one's password and role); the password is asked
+    twice, or read from the environment variable --password-env names (for scripts)."""
+    import getpass
+
+    from qa.auth import add_user
+
+    if args.password_env:
+        password = os.environ.get(args.password_env, "")
+        if not password:
+            raise QAError(f"The environment variable {args.password_env} is empty or unset.")
+    else:
+        password = getpass.getpass(f"Password for {args.name}: ")
+        if getpass.getpass("Again: ") != password:
+            raise QAError("The two passwords differ; nothing was written. Run the command again.")
+    add_user(args.auth, args.name, password, args.role)
+    _say(f"{args.name} ({args.role}) is in {args.auth}. Serve with: qa serve --auth {args.auth}")
+    return 0
 
 
 def cmd_feedback_export(args: argparse.Namespace) -> int:
@@ -322,7 +342,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=7860)
     serve.add_argument("--share", action="store_true", help="ask Gradio for a public share link (needs internet)")
+    serve.add_argument(
+        "--auth", default=None,
+        help="users file (qa users add): everyone logs in, only editors upload or remove documents; without it, "
+        "a server on an address beyond 127.0.0.1 is read-only",
+    )  # fmt: skip
     serve.set_defaults(func=cmd_serve)
+
+    users = sub.add_parser("users", help="the users of qa serve --auth").add_subparsers(dest="users_cmd", required=True)
+    add = users.add_parser("add", help="add a user, or change one's password and role")
+    add.add_argument("name")
+    add.add_argument("--role", choices=["reader", "editor"], default="reader")
+    add.add_argument("--auth", required=True, help="the users file (created if missing, readable by you only)")
+    add.add_argument("--password-env", default=None, help="read the password from this environment variable")
+    add.set_defaults(func=cmd_users_add)
     return parser
 
 

@@ -18,6 +18,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link (needs internet)")
+    parser.add_argument(
+        "--auth", default=None, help="users file (qa users add): everyone logs in, editors change documents"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="qa: %(levelname)s: %(message)s")
     for noisy in ("faiss", "faiss.loader", "bm25s", "jieba", "sentence_transformers", "httpx", "transformers"):
@@ -26,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return serve(docs_dir=args.docs, index_dir=args.index, host=args.host, port=args.port, share=args.share,
-                     model=args.model)  # fmt: skip
+                     model=args.model, auth_file=args.auth)  # fmt: skip
     except QAError as exc:
         print(f"qa: error: {exc}", file=sys.stderr)
         return 1

@@ -62,12 +62,20 @@ from qa import (
     open_or_build,
     parse_document,
 )
+from qa.auth import Users
 from qa.runtime import in_background
 from qa.stores.local import set_faiss_threads
 from ui.render import CSS, answer_html, esc, question_html, source_view_html
 
 DEFAULT_K = 5
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})  # hosts that only this machine reaches
+LOGIN_MESSAGE = "请登录：读者可以提问，编辑者还可以上传和删除文档。"
+EDITORS_ONLY = "只有编辑者可以上传或删除文档；请用编辑者账号登录。"
+READ_ONLY = (
+    "这个服务器的文档是只读的：它对本机以外开放，却没有启用登录。"
+    "管理员可以用 qa users add 名字 --role editor --auth users.tsv 添加编辑者，再用 qa serve --auth users.tsv 启动。"
+)
 UPLOAD_FORMATS = ".txt / .md / .html / .pdf / .docx / .doc / .xlsx / .pptx，扫描件 .png / .jpg / .tif"
 # The queue. A search costs ~15 ms of CPU once its question's embedding is cached and ~100 ms
 # when the question is new (the model); `make stress` (50 clients × 10 questions, 2 shared
@@ -444,6 +452,7 @@ def _vote(liked: Any) -> str:
 class _LaunchOptions:
     protected: tuple[str, ...]
     max_upload_bytes: int
+    users: Users | None = None
 
 
 _LAUNCH: weakref.WeakKeyDictionary[gr.Blocks, _LaunchOptions] = weakref.WeakKeyDictionary()
@@ -465,9 +474,12 @@ def create_app(
     feedback_path: str | Path | None = None,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     examples: Sequence[str] = EXAMPLES,
+    users: Users | None = None,
+    editable: bool = True,
 ) -> gr.Blocks:
     """The chat app over a loaded `Retriever` (or an index folder), its documents in `docs_dir`
-    (default: the folder the index was built from)."""
+    (default: the folder the index was built from). With `users`, everyone logs in and only
+    editors may upload or remove documents; without, `editable` decides for everyone."""
     retriever = source if isinstance(source, Retriever) else Retriever.load(source, encoder=encoder)
     docs = Path(docs_dir) if docs_dir is not None else Path(retriever.manifest.docs_dir)
     library = Library(retriever, docs, max_upload_bytes=max_upload_bytes)
@@ -545,10 +557,29 @@ def create_app(
     def documents_view() -> tuple[list[list[Any]], Any]:
         return _doc_rows(library), gr.Dropdown(choices=_doc_choices(library), value=None)
 
+    def can_edit(request: gr.Request | None) -> bool:
+        if users is None:
+            return editable
+        return users.role(getattr(request, "username", None)) == "editor"
+
+    def read_only_reason() -> str:
+        return EDITORS_ONLY if users is not None else READ_ONLY
+
+    def edit_controls(request: gr.Request) -> tuple[Any, ...]:
+        """Upload and remove shown to those who may use them; a note for the others."""
+        allowed = can_edit(request)
+        return (
+            *(gr.update(visible=allowed) for _ in range(4)),
+            gr.update(value=read_only_reason(), visible=not allowed),
+        )
+
     def upload(
         files: list[str] | None,
+        request: gr.Request,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - how Gradio asks for a progress tracker
     ) -> tuple[str, list[list[Any]], Any, None]:
+        if not can_edit(request):  # the API enforces what the page hides
+            return read_only_reason(), *documents_view(), None
         if not files:
             return "请先选择要上传的文件。", *documents_view(), None
 
@@ -563,8 +594,11 @@ def create_app(
 
     def remove(
         file: str | None,
+        request: gr.Request,
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[str, list[list[Any]], Any]:
+        if not can_edit(request):
+            return read_only_reason(), *documents_view()
         if not file:
             return "请先选择要删除的文档。", *documents_view()
         progress(0.02, desc="删除文件")
@@ -634,6 +668,7 @@ def create_app(
                     )
                     remove_btn = gr.Button("删除所选文档", variant="stop", scale=1)
                 status = gr.Textbox(label="状态", interactive=False, lines=3)
+                read_only = gr.Markdown(visible=False, elem_id="qa-read-only")
 
         inputs = [question, chatbot, k, mode, threshold, records, followups]
         outputs = [chatbot, question, records]
@@ -651,9 +686,10 @@ def create_app(
         remove_btn.click(remove, [to_remove], [status, table, to_remove], api_name="remove",
                          concurrency_limit=1, concurrency_id="index-update")  # fmt: skip
         app.load(documents_view, None, [table, to_remove], api_visibility="private")
+        app.load(edit_controls, None, [files, upload_btn, to_remove, remove_btn, read_only], api_visibility="private")
 
     protected = (library.docs_dir, library.index_dir, feedback.path)
-    _LAUNCH[app] = _LaunchOptions(tuple(str(p.resolve()) for p in protected), max_upload_bytes)
+    _LAUNCH[app] = _LaunchOptions(tuple(str(p.resolve()) for p in protected), max_upload_bytes, users)
     return app
 
 
@@ -666,6 +702,7 @@ def launch_app(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = No
     options = _LAUNCH.get(app, _LaunchOptions((), MAX_UPLOAD_BYTES))
     app.queue(default_concurrency_limit=concurrency, max_size=max_size)
     _, local_url, share_url = app.launch(
+        auth=options.users.check if options.users is not None else None, auth_message=LOGIN_MESSAGE,
         server_name=host, server_port=port, share=share, inbrowser=False, prevent_thread_lock=prevent_thread_lock,
         quiet=quiet, show_error=False, blocked_paths=list(options.protected),
         # Hard ceiling for Gradio's upload route; the app refuses files above max_upload_bytes itself,
@@ -722,13 +759,22 @@ def _warm_up(retriever: Retriever, say: Callable[[str], None]) -> None:
 
 def serve(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = DEFAULT_INDEX, host: str = "127.0.0.1",
           port: int = 7860, share: bool = False, model: str | None = None, *,
-          feedback_path: str | Path | None = None) -> int:  # fmt: skip
+          feedback_path: str | Path | None = None, auth_file: str | Path | None = None) -> int:  # fmt: skip
     """Run the chat until Ctrl+C: update the index if needed, launch on host:port while the
-    model loads (the first search waits for it)."""
+    model loads (the first search waits for it). With `auth_file` everyone logs in and only
+    editors change documents; without it, a server reachable beyond this machine is read-only."""
     started = time.perf_counter()
+    users = Users.load(auth_file) if auth_file is not None else None
+    editable = users is not None or (host in LOOPBACK and not share)
+    if not editable:
+        _say(
+            f"qa: warning: serving on {host}{' with a public link' if share else ''} without --auth: the documents "
+            f"are read-only. To let editors upload and remove them: qa users add NAME --role editor --auth users.tsv, "
+            f"then qa serve --auth users.tsv"
+        )
     set_faiss_threads(1)  # searches run side by side: one thread each (see qa.stores.local)
     retriever = prepare_retriever(docs_dir, index_dir, model=model, background=True)
-    app = create_app(retriever, docs_dir, feedback_path=feedback_path)
+    app = create_app(retriever, docs_dir, feedback_path=feedback_path, users=users, editable=editable)
     try:
         url = launch_app(app, host=host, port=port, share=share, prevent_thread_lock=True)
     except OSError as exc:

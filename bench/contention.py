@@ -8,7 +8,7 @@ vector computed afresh (the encoder's query cache is cleared), hybrid mode, k=5:
 
 - quiet: nothing else runs (the load average before it is printed; read it);
 - busy: one CPU-bound process (a Python busy loop) runs beside the searches;
-- update: the server's own upload path (ui.app.Library.add_files) adds a long document to a
+- update: the server's own upload path (qa.library.Library.add_files) adds a long document to a
   copy of the seed index in a thread, and the searches run meanwhile, on the old index, as the
   chat's would; only the searches that ran while the update was running are counted.
 
@@ -106,8 +106,8 @@ def run(index_dir: Path, docs_dir: Path, texts: list[str]) -> dict[str, Any]:
 def update_phase(retriever: Any, docs_dir: Path, index_dir: Path, texts: list[str]) -> dict[str, Any]:
     """Searches while the same process adds a document through the chat's upload path."""
     from qa.index import Index
+    from qa.library import Library
     from qa.search import Retriever
-    from ui.app import Library
 
     with tempfile.TemporaryDirectory(prefix="qa-contention-") as tmp:
         docs = Path(tmp) / "docs"

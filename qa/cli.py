@@ -183,6 +183,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 1  # not reached: execv replaces this process
 
 
+def _library(args: argparse.Namespace) -> Any:
+    from qa.library import Library
+    from qa.search import Retriever
+
+    retriever = Retriever.load(args.index, model=args.model)
+    return Library(retriever, args.docs or retriever.manifest.docs_dir)
+
+
+def cmd_docs_list(args: argparse.Namespace) -> int:
+    from qa.index import Index
+
+    index = Index.open(args.index)
+    docs = index.manifest.documents
+    if args.json:
+        print(
+            json.dumps([{"file": d.file, "title": d.title, "passages": d.passages} for d in docs], ensure_ascii=False)
+        )
+        return 0
+    for d in docs:
+        print(f"{d.passages:6d}  {d.file}  {d.title}")
+    _say(f"{len(docs)} documents in {index.manifest.docs_dir} (index {args.index})")
+    return 0
+
+
+def cmd_docs_add(args: argparse.Namespace) -> int:
+    """Add files to the documents folder with the chat's checks, then update the index; exit 1
+    if any file was refused (the others are added)."""
+    bars = ProgressBars()
+    try:
+        outcome = _library(args).add_files(args.files, on_progress=bars)
+    finally:
+        bars.close()
+    print(outcome.summary())
+    return 1 if outcome.refused else 0
+
+
+def cmd_docs_remove(args: argparse.Namespace) -> int:
+    """Remove indexed documents by file name (as `qa docs list` shows them) and update the index."""
+    library = _library(args)
+    for name in args.names:
+        bars = ProgressBars()
+        try:
+            report = library.remove(name, on_progress=bars)
+        finally:
+            bars.close()
+        print(f"已删除：{name}（索引：{report.documents} 个文档，{report.passages} 个段落）")
+    return 0
+
+
 def cmd_users_add(args: argparse.Namespace) -> int:
     """Add a user to a users file (or change one's password and role); the password is asked
     twice, or read from the environment variable --password-env names (for scripts)."""
@@ -348,6 +397,31 @@ def build_parser() -> argparse.ArgumentParser:
         "a server on an address beyond 127.0.0.1 is read-only",
     )  # fmt: skip
     serve.set_defaults(func=cmd_serve)
+
+    docs = sub.add_parser("docs", help="list, add or remove the documents of an index").add_subparsers(
+        dest="docs_cmd", required=True
+    )
+    for name, func, help_text in (
+        ("list", cmd_docs_list, "the indexed documents: passages, file, title"),
+        ("add", cmd_docs_add, "add files (checked like uploads, never overwriting) and update the index"),
+        ("remove", cmd_docs_remove, "remove documents by file name and update the index"),
+    ):
+        cmd = docs.add_parser(name, help=help_text)
+        cmd.add_argument("--index", default=DEFAULT_INDEX)
+        if name == "list":
+            cmd.add_argument("--json", action="store_true")
+        else:
+            cmd.add_argument(
+                "--docs", default=None, help="the documents folder (default: the one the index was built from)"
+            )
+            cmd.add_argument("--model", default=None)
+        if name == "add":
+            cmd.add_argument(
+                "files", nargs="+", help="files to add (.txt .md .html .pdf .docx .doc .xlsx .pptx, scans)"
+            )
+        if name == "remove":
+            cmd.add_argument("names", nargs="+", help="file names as qa docs list shows them")
+        cmd.set_defaults(func=func)
 
     users = sub.add_parser("users", help="the users of qa serve --auth").add_subparsers(dest="users_cmd", required=True)
     add = users.add_parser("add", help="add a user, or change one's password and role")

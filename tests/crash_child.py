@@ -101,7 +101,7 @@ def run(job: Job, docs: str, index: str, files: Sequence[str], point: KillPoint 
         elif job == "update":
             Index.open(index).update(docs, encoder=HashEncoder(), on_progress=progress)
         else:
-            from ui.app import Library
+            from qa.library import Library
 
             retriever = Retriever.load(index, encoder=HashEncoder(), check_stale=False)
             Library(retriever, Path(docs)).add_files(files, on_progress=progress)

@@ -109,3 +109,32 @@ def test_serve_hands_over_to_the_ui_module(monkeypatch):
     assert calls == [
         [sys.executable, "-m", "ui", "--docs", "d", "--index", "x", "--host", "127.0.0.1", "--port", "7999"]
     ]
+
+
+def test_qa_docs_lists_adds_and_removes_with_the_chats_checks(tmp_path: Path, capsys):
+    import shutil
+
+    from tests.conftest import SEEDS
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in sorted(p.name for p in SEEDS.iterdir())[:2]:
+        shutil.copy(SEEDS / name, docs / name)
+    index = str(tmp_path / "index")
+    assert main(["index", "build", "--docs", str(docs), "--index", index, "--no-dense"]) == 0
+    capsys.readouterr()
+    assert main(["docs", "list", "--index", index, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    new, bad = tmp_path / "新 通知.txt", tmp_path / "程序.txt"
+    new.write_text("新的通知：紫色长颈鹿每天下午三点喝茶。\n", encoding="utf-8")
+    bad.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)))
+    assert main(["docs", "add", str(new), str(bad), "--index", index]) == 1  # one refused: exit 1
+    out = capsys.readouterr().out
+    assert "已加入：新 通知.txt（保存为 新_通知.txt）" in out and "未加入：程序.txt：看起来是二进制文件" in out
+    assert (docs / "新_通知.txt").exists() and not (docs / "程序.txt").exists()
+    assert main(["ask", "长颈鹿几点喝茶", "--index", index, "--mode", "lexical", "--json"]) == 0
+    assert "三点" in json.loads(capsys.readouterr().out)["hits"][0]["text"]
+    assert main(["docs", "remove", "新_通知.txt", "--index", index]) == 0
+    assert "已删除：新_通知.txt" in capsys.readouterr().out and not (docs / "新_通知.txt").exists()
+    assert main(["docs", "remove", "没有这个.txt", "--index", index]) == 1  # a QAError: the message names it
+    assert "索引里没有文档 没有这个.txt" in capsys.readouterr().err

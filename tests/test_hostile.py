@@ -296,7 +296,7 @@ def test_an_html_page_keeps_its_text_and_loses_its_code():
 
 @pytest.fixture()
 def library(tmp_path: Path):
-    from ui.app import Library
+    from qa.library import Library
 
     docs = tmp_path / "library-docs"
     docs.mkdir()
@@ -355,7 +355,7 @@ def test_an_upload_whose_index_update_fails_is_rolled_back(library, tmp_path: Pa
     ],
 )
 def test_upload_names_cannot_leave_the_folder(name: str, safe: str):
-    from ui.app import safe_filename
+    from qa.library import safe_filename
 
     assert safe_filename(name) == safe
 
@@ -363,7 +363,7 @@ def test_upload_names_cannot_leave_the_folder(name: str, safe: str):
 @pytest.mark.parametrize("name", ["", "..txt", "../", "/", "evil.txt.exe", "\u202etxt.exe", "doc.txt\x00.py"])
 def test_upload_names_without_a_document_suffix_are_refused(name: str):
     from qa.errors import UploadError
-    from ui.app import safe_filename
+    from qa.library import safe_filename
 
     with pytest.raises(UploadError, match="只接受"):
         safe_filename(name)

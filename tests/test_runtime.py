@@ -121,10 +121,10 @@ def test_a_question_never_waits_behind_a_passage_batch(monkeypatch: pytest.Monke
 
 def test_an_upload_updates_the_index_below_the_searches_priority(tmp_path: Path) -> None:
     from qa.index import build_index
+    from qa.library import Library
     from qa.progress import Stage
     from qa.search import Retriever
     from tests.fakes import HashEncoder
-    from ui.app import Library
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -16,11 +16,12 @@ import pytest
 
 from qa import Stage
 from qa.errors import UploadError
+from qa.library import safe_filename
 from qa.search import Hit, SearchResult
 from qa.split import Passage, Source
 from tests.conftest import SEEDS, LiveApp, launched_app
 from ui import render
-from ui.app import EXAMPLES, FeedbackLog, safe_filename, stage_progress
+from ui.app import EXAMPLES, FeedbackLog, stage_progress
 
 UPLOAD_LIMIT = 64 * 1024
 XSS_QUESTION = "蓝鲸牌保温杯的容量是多少"
@@ -133,7 +134,7 @@ def test_every_unreadable_reason_has_a_chinese_message():
     from typing import get_args
 
     from qa.documents import Unreadable
-    from ui.app import _UNREADABLE
+    from qa.library import _UNREADABLE
 
     assert set(_UNREADABLE) == set(get_args(Unreadable))
 
@@ -308,9 +309,9 @@ def test_remove_document(client, server, tmp_path):
 
 def test_removing_a_linked_document_removes_the_link_not_its_target(tmp_path):
     from qa.index import build_index
+    from qa.library import Library
     from qa.search import Retriever
     from tests.fakes import HashEncoder
-    from ui.app import Library
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -158,7 +158,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(f"\n#{h.rank}  score {h.score:.4f}  confidence {h.confidence:.2f}{flag}")
         for s in h.sources:
             page = f" · {s.place}" if s.place else ""
-            print(f"    来源：{s.title} · {s.file} · 第{s.paragraph}段{page} [{s.start}:{s.end}]")
+            print(f"    来源：{s.title} · {s.file}{s.paragraph_label}{page} [{s.start}:{s.end}]")
         print("    " + _mark(h.text, h.highlights, color))
     return 0
 

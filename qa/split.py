@@ -34,6 +34,7 @@ _SENTENCE = re.compile(
     r"[^。！？；!?…;]*?(?:[。！？；!?;]+|…+|\.(?=\s)|$)[”’」』\"')）】]*",
 )
 _SOFT_BREAK = re.compile(r"[，,、：:]")
+_PAGE_PLACE = re.compile(r"第\d+页(?:（OCR）)?")  # a place that is a page, where 第N段 still helps
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,14 @@ class Source:
         工作表 人员名单 · 第12行); None without pages."""
         page = self.page_at(offset)
         return None if page is None else place_name(page, self.places, self.page or 1)
+
+    @property
+    def paragraph_label(self) -> str:
+        """· 第N段, except where the places already say where the passage is and a paragraph
+        number would only confuse (a slide, a worksheet row): "" there."""
+        if self.places and not any(_PAGE_PLACE.fullmatch(p) for p in self.places if p):
+            return ""
+        return f" · 第{self.paragraph}段"
 
     @property
     def place(self) -> str | None:

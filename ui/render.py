@@ -109,9 +109,9 @@ def passage_html(text: str, highlights: Sequence[Sequence[int]] = (), evidence: 
 
 
 def citation_text(source: Source, at: int | None = None) -> str:
-    """The plain-text citation of one source, e.g. 来源：标题 · a.txt · 第3段 (· 第2页 in a PDF,
-    · 第3张幻灯片 in a deck, · 工作表 名单 · 第12行 in a workbook)."""
-    return f"来源：{source.title} · {source.file} · 第{source.paragraph}段{page_text(source, at)}"
+    """The plain-text citation of one source, e.g. 来源：标题 · a.txt · 第3段 (· 第2页 in a PDF;
+    in a deck or a workbook the slide or the sheet and row instead of the paragraph)."""
+    return f"来源：{source.title} · {source.file}{source.paragraph_label}{page_text(source, at)}"
 
 
 def page_text(source: Source, at: int | None = None) -> str:
@@ -157,7 +157,7 @@ def _context_html(hit: Hit, neighbours: Neighbours) -> str:
             continue
         seen.add(key)
         if len(hit.sources) > 1:
-            parts.append(f'<p class="qa-cite">{esc(src.file)} · 第{src.paragraph}段{page_text(src)}</p>')
+            parts.append(f'<p class="qa-cite">{esc(src.file)}{src.paragraph_label}{page_text(src)}</p>')
         if before is not None:
             parts.append(f"<p>上文：{esc(before.text)}</p>")
         parts.append(f'<p class="qa-self">本段：{esc(hit.text)}</p>')

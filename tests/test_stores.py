@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qa.documents import read_documents
-from qa.index import Stores
 from qa.lexical import LexicalIndex, latin_terms, tokenize
 from qa.manifest import StoreInfo
 from qa.split import Passage, Source, collapse_duplicates, passage_id, sentence_units, split_document
-from qa.stores import Unit
+from qa.stores import Stores, Unit
 from qa.stores import milvus as milvus_store
 from qa.stores.local import Bm25KeywordStore, FaissVectorStore, PassageTable
 from tests.conftest import ROOT, SEEDS
@@ -66,36 +65,13 @@ def _units_and_vectors(passages: list[Passage], seed: int = 0) -> tuple[list[Uni
 
 @dataclasses.dataclass
 class Harness:
-    """Empty stores of one implementation, and a way to close and open them again."""
+    """Empty stores of one implementation, and how to close them and open them again."""
 
-    kind: str
-    folder: Path
     stores: Stores
-    info: StoreInfo | None = None
-    saves: int = 0
+    reopen_with: Callable[[Stores], Stores]
 
     def reopen(self) -> Stores:
-        if self.kind == "local":
-            assert isinstance(self.stores.passages, PassageTable)
-            assert isinstance(self.stores.keywords, Bm25KeywordStore)
-            assert isinstance(self.stores.vectors, FaissVectorStore)
-            self.saves += 1
-            folder = self.folder / f"saved{self.saves}"
-            folder.mkdir()
-            self.stores.passages.save(folder)
-            self.stores.keywords.save(folder)
-            self.stores.vectors.save(folder)
-            table = PassageTable.load(folder)
-            keywords = Bm25KeywordStore.load(folder)
-            keywords.attach(table)
-            vectors = FaissVectorStore.load(folder, dimension=DIM, count=len(self.stores.vectors))
-            self.stores = Stores(table, keywords, vectors)
-        else:
-            assert self.info is not None and self.stores.vectors is not None
-            info = dataclasses.replace(self.info, dimension=DIM, vectors=len(self.stores.vectors),
-                                       index=self.stores.vectors.kind)  # fmt: skip
-            milvus_store.close(info, self.folder)
-            self.stores = milvus_store.open_stores(self.folder, info)
+        self.stores = self.reopen_with(self.stores)
         return self.stores
 
 
@@ -113,26 +89,6 @@ def milvus_lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
         milvus_store.close(info, folder)
 
 
-@pytest.fixture(params=["local", "milvus"])
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
-    if request.param == "local":
-        table = PassageTable()
-        keywords = Bm25KeywordStore.build([])
-        keywords.attach(table)
-        return Harness("local", tmp_path, Stores(table, keywords, FaissVectorStore.empty(DIM)))
-    folder, info = request.getfixturevalue("milvus_lite")
-    stores = milvus_store.open_stores(folder, info, create=True, dimension=DIM)
-    conn, names = milvus_store.connect(info, folder), milvus_store._names(str(info.collection))
-    for part, key in [
-        ("passages", "passage_id"),
-        ("places", "place"),
-        ("units", "passage_id"),
-        ("keywords", "passage_id"),
-    ]:
-        conn.write("delete", names[part], filter=f'{key} != ""')
-    return Harness("milvus", folder, stores, info)
-
-
 def _fill(stores: Stores, passages: list[Passage] = PASSAGES) -> tuple[list[Unit], np.ndarray]:
     units, vectors = _units_and_vectors(passages)
     assert stores.vectors is not None
@@ -142,94 +98,11 @@ def _fill(stores: Stores, passages: list[Passage] = PASSAGES) -> tuple[list[Unit
     return units, vectors
 
 
-# ---------------------------------------------------------------- passages
-
-
-def test_passages_get_iter_and_neighbours(harness: Harness):
-    store = harness.stores.passages
-    assert len(store) == 0 and store.ids() == set() and store.get(["nope"]) == []
-    store.upsert(PASSAGES)
-    reference = PassageTable(PASSAGES)
-    assert len(store) == len(PASSAGES) and store.ids() == {p.id for p in PASSAGES}
-    ids = [PASSAGES[3].id, "0000000000000000", PASSAGES[0].id, PASSAGES[3].id]
-    assert store.get(ids) == [PASSAGES[3], PASSAGES[0], PASSAGES[3]]  # order kept, unknown left out
-    assert list(store) == list(reference)  # reading order
-    for p in PASSAGES[::7] + PASSAGES[-3:]:
-        for s in p.sources:
-            assert store.neighbours(s) == reference.neighbours(s)
-    edge = PASSAGES[-4]
-    assert edge.source.file == '边界/edge\'s "file".txt' and store.get([edge.id]) == [edge]
-    paged = PASSAGES[-1]
-    assert store.get([paged.id])[0].source.page == 2  # every store keeps the page
-    rows = store.get([PASSAGES[-2].id])[0].source  # ... and a workbook's named rows
-    assert (rows.place, rows.place_at(30)) == ("工作表 人员名单 · 第3–4行", "工作表 人员名单 · 第4行")
-
-
-def test_a_moved_passage_leaves_its_old_place(harness: Harness):
-    store = harness.stores.passages
-    store.upsert(PASSAGES)
-    p = PASSAGES[10]
-    moved = Passage(p.id, p.text, (dataclasses.replace(p.source, file="elsewhere.txt", order=0),))
-    store.upsert([moved])
-    reference = PassageTable(PASSAGES)
-    reference.upsert([moved])
-    assert store.get([p.id]) == [moved]
-    for q in PASSAGES[8:13]:
-        assert store.neighbours(q.source) == reference.neighbours(q.source)
-
-
-# ---------------------------------------------------------------- vectors
-
-
 def _exact(units: list[Unit], vectors: np.ndarray, q: np.ndarray, k: int) -> list[tuple[str, float]]:
     best: dict[str, float] = {}
     for u, s in zip(units, (vectors @ q).tolist(), strict=True):
         best[u.passage] = max(best.get(u.passage, -2.0), s)
     return sorted(best.items(), key=lambda kv: -kv[1])[:k]
-
-
-def test_vectors_search_and_unit_scores_are_exact_cosines(harness: Harness):
-    store = harness.stores.vectors
-    assert store is not None and store.dimension == DIM and len(store) == 0
-    units, vectors = _units_and_vectors(PASSAGES)
-    store.upsert(units, vectors)
-    assert len(store) == len(units) and store.kind
-    rng = np.random.default_rng(1)
-    for _ in range(5):
-        q = rng.standard_normal(DIM).astype(np.float32)
-        q /= np.linalg.norm(q)
-        got, want = store.search(q, 10), _exact(units, vectors, q, 10)
-        assert [i for i, _ in got] == [i for i, _ in want]
-        assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
-        some = {p.id: p for p in PASSAGES[:40:3]}
-        scores = store.unit_scores(q, list(some))
-        assert set(scores) == set(some)
-        for pid, scored in scores.items():
-            assert scored[0].unit == Unit(pid, 0, len(some[pid].text))  # the passage whole first
-            want = {u: float(v @ q) for u, v in zip(units, vectors, strict=True) if u.passage == pid}
-            assert {s.unit for s in scored} == set(want)
-            assert all(abs(s.score - want[s.unit]) < 1e-5 for s in scored)
-
-
-def test_vector_upsert_replaces_a_passages_units_and_delete_removes_them(harness: Harness):
-    store = harness.stores.vectors
-    assert store is not None
-    units, vectors = _units_and_vectors(PASSAGES)
-    store.upsert(units, vectors)
-    target = PASSAGES[5]
-    new = np.zeros((1, DIM), np.float32)
-    new[0, 0] = 1.0
-    store.upsert([Unit(target.id, 0, len(target.text))], new)  # now one unit only
-    n_old = sum(u.passage == target.id for u in units)
-    assert len(store) == len(units) - n_old + 1
-    assert store.search(new[0], 1) == [(target.id, pytest.approx(1.0, abs=1e-5))]
-    store.delete([target.id, "0000000000000000"])
-    assert len(store) == len(units) - n_old
-    assert store.unit_scores(new[0], [target.id]) == {}
-    assert target.id not in dict(store.search(new[0], 50))
-
-
-# ---------------------------------------------------------------- keywords
 
 
 def _same_ranking(got: list[tuple[str, float]], want: list[tuple[str, float]], every: dict[str, float]) -> None:
@@ -266,69 +139,187 @@ def _check_keywords(harness: Harness, passages: list[Passage], queries: list[str
         assert np.allclose(store.idf(tokens), lexical.idf(tokens), rtol=TOL, atol=TOL), query
 
 
-def test_keyword_search_scores_and_idf_equal_bm25s(harness: Harness):
-    harness.stores.keywords.upsert(PASSAGES)
-    _check_keywords(harness, PASSAGES, QUERIES[::2])
-    assert harness.stores.keywords.search([], [], 5) == []
-    assert harness.stores.keywords.idf([]).shape == (0,)
+class StoreContract:
+    """The contract every store implementation keeps. A backend's test class subclasses it and
+    defines the `harness` fixture: empty stores of that implementation, and how to reopen them."""
+
+    def test_passages_get_iter_and_neighbours(self, harness: Harness):
+        store = harness.stores.passages
+        assert len(store) == 0 and store.ids() == set() and store.get(["nope"]) == []
+        store.upsert(PASSAGES)
+        reference = PassageTable(PASSAGES)
+        assert len(store) == len(PASSAGES) and store.ids() == {p.id for p in PASSAGES}
+        ids = [PASSAGES[3].id, "0000000000000000", PASSAGES[0].id, PASSAGES[3].id]
+        assert store.get(ids) == [PASSAGES[3], PASSAGES[0], PASSAGES[3]]  # order kept, unknown left out
+        assert list(store) == list(reference)  # reading order
+        for p in PASSAGES[::7] + PASSAGES[-3:]:
+            for s in p.sources:
+                assert store.neighbours(s) == reference.neighbours(s)
+        edge = PASSAGES[-4]
+        assert edge.source.file == '边界/edge\'s "file".txt' and store.get([edge.id]) == [edge]
+        paged = PASSAGES[-1]
+        assert store.get([paged.id])[0].source.page == 2  # every store keeps the page
+        rows = store.get([PASSAGES[-2].id])[0].source  # ... and a workbook's named rows
+        assert (rows.place, rows.place_at(30)) == ("工作表 人员名单 · 第3–4行", "工作表 人员名单 · 第4行")
+
+    def test_a_moved_passage_leaves_its_old_place(self, harness: Harness):
+        store = harness.stores.passages
+        store.upsert(PASSAGES)
+        p = PASSAGES[10]
+        moved = Passage(p.id, p.text, (dataclasses.replace(p.source, file="elsewhere.txt", order=0),))
+        store.upsert([moved])
+        reference = PassageTable(PASSAGES)
+        reference.upsert([moved])
+        assert store.get([p.id]) == [moved]
+        for q in PASSAGES[8:13]:
+            assert store.neighbours(q.source) == reference.neighbours(q.source)
+
+    def test_vectors_search_and_unit_scores_are_exact_cosines(self, harness: Harness):
+        store = harness.stores.vectors
+        assert store is not None and store.dimension == DIM and len(store) == 0
+        units, vectors = _units_and_vectors(PASSAGES)
+        store.upsert(units, vectors)
+        assert len(store) == len(units) and store.kind
+        rng = np.random.default_rng(1)
+        for _ in range(5):
+            q = rng.standard_normal(DIM).astype(np.float32)
+            q /= np.linalg.norm(q)
+            got, want = store.search(q, 10), _exact(units, vectors, q, 10)
+            assert [i for i, _ in got] == [i for i, _ in want]
+            assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+            some = {p.id: p for p in PASSAGES[:40:3]}
+            scores = store.unit_scores(q, list(some))
+            assert set(scores) == set(some)
+            for pid, scored in scores.items():
+                assert scored[0].unit == Unit(pid, 0, len(some[pid].text))  # the passage whole first
+                want = {u: float(v @ q) for u, v in zip(units, vectors, strict=True) if u.passage == pid}
+                assert {s.unit for s in scored} == set(want)
+                assert all(abs(s.score - want[s.unit]) < 1e-5 for s in scored)
+
+    def test_vector_upsert_replaces_a_passages_units_and_delete_removes_them(self, harness: Harness):
+        store = harness.stores.vectors
+        assert store is not None
+        units, vectors = _units_and_vectors(PASSAGES)
+        store.upsert(units, vectors)
+        target = PASSAGES[5]
+        new = np.zeros((1, DIM), np.float32)
+        new[0, 0] = 1.0
+        store.upsert([Unit(target.id, 0, len(target.text))], new)  # now one unit only
+        n_old = sum(u.passage == target.id for u in units)
+        assert len(store) == len(units) - n_old + 1
+        assert store.search(new[0], 1) == [(target.id, pytest.approx(1.0, abs=1e-5))]
+        store.delete([target.id, "0000000000000000"])
+        assert len(store) == len(units) - n_old
+        assert store.unit_scores(new[0], [target.id]) == {}
+        assert target.id not in dict(store.search(new[0], 50))
+
+    def test_keyword_search_scores_and_idf_equal_bm25s(self, harness: Harness):
+        harness.stores.keywords.upsert(PASSAGES)
+        _check_keywords(harness, PASSAGES, QUERIES[::2])
+        assert harness.stores.keywords.search([], [], 5) == []
+        assert harness.stores.keywords.idf([]).shape == (0,)
+
+    def test_keyword_statistics_follow_upserts_and_deletes(self, harness: Harness):
+        store = harness.stores.keywords
+        store.upsert(PASSAGES)
+        gone = PASSAGES[::4]
+        store.delete([p.id for p in gone])
+        extra = [
+            Passage(passage_id(t), t, (Source("extra.txt", "extra", i + 1, 0, len(t), i),))
+            for i, t in enumerate(["钟南山院士再谈疫苗接种。", "上海核酸筛查又一轮。", "钟南山 钟南山 钟南山"])
+        ]
+        store.upsert(extra + PASSAGES[1:3])  # new ones and a repeated upsert of unchanged ones
+        kept = [p for p in PASSAGES if p not in gone] + extra
+        _check_keywords(harness, kept, QUERIES[1::6] + ["钟南山 疫苗", "上海 核酸 筛查", "Zhong Nanshan"])
+
+    def test_deleting_a_passage_removes_its_units_and_keywords(self, harness: Harness):
+        stores = harness.stores
+        units, vectors = _fill(stores)
+        assert stores.vectors is not None
+        target = PASSAGES[20]
+        tokens = tokenize(target.text)
+        assert target.id in dict(stores.keywords.search(tokens, [], 50))
+        row = next(i for i, u in enumerate(units) if u.passage == target.id)
+        assert stores.vectors.search(vectors[row], 1)[0][0] == target.id
+        stores.vectors.delete([target.id])
+        stores.keywords.delete([target.id])
+        stores.passages.delete([target.id])
+        assert stores.passages.get([target.id]) == [] and len(stores.passages) == len(PASSAGES) - 1
+        assert len(stores.vectors) == len(units) - sum(u.passage == target.id for u in units)
+        assert len(stores.keywords) == len(PASSAGES) - 1
+        assert target.id not in dict(stores.keywords.search(tokens, [], 50))
+        assert stores.keywords.scores(tokens, [], [target.id]) == {target.id: 0.0}
+        assert target.id not in dict(stores.vectors.search(vectors[row], 50))
+        assert stores.vectors.unit_scores(vectors[row], [target.id]) == {}
+        for s in target.sources:
+            before = PassageTable(PASSAGES).neighbours(dataclasses.replace(s, order=s.order + 1))[0]
+            assert before is not None and before.id == target.id
+            assert stores.passages.neighbours(dataclasses.replace(s, order=s.order + 1))[0] is None
+
+    def test_reopen_after_close_gives_the_same_answers(self, harness: Harness):
+        _, vectors = _fill(harness.stores)
+        q = vectors[7]
+        tokens, latin = tokenize("钟南山 疫情 防控"), latin_terms("Zhong Nanshan")
+        before = (
+            harness.stores.vectors.search(q, 10) if harness.stores.vectors else None,
+            harness.stores.keywords.search(tokens, latin, 10),
+            list(harness.stores.passages)[:5],
+            harness.stores.keywords.idf(tokens).tolist(),
+        )
+        stores = harness.reopen()
+        assert stores.vectors is not None and len(stores.vectors) == len(_units_and_vectors(PASSAGES)[0])
+        after = (stores.vectors.search(q, 10), stores.keywords.search(tokens, latin, 10), list(stores.passages)[:5],
+                 stores.keywords.idf(tokens).tolist())  # fmt: skip
+        assert before[0] is not None and [i for i, _ in after[0]] == [i for i, _ in before[0]]
+        assert np.allclose([s for _, s in after[0]], [s for _, s in before[0]], atol=1e-6)
+        assert after[1:] == before[1:]
 
 
-def test_keyword_statistics_follow_upserts_and_deletes(harness: Harness):
-    store = harness.stores.keywords
-    store.upsert(PASSAGES)
-    gone = PASSAGES[::4]
-    store.delete([p.id for p in gone])
-    extra = [
-        Passage(passage_id(t), t, (Source("extra.txt", "extra", i + 1, 0, len(t), i),))
-        for i, t in enumerate(["钟南山院士再谈疫苗接种。", "上海核酸筛查又一轮。", "钟南山 钟南山 钟南山"])
-    ]
-    store.upsert(extra + PASSAGES[1:3])  # new ones and a repeated upsert of unchanged ones
-    kept = [p for p in PASSAGES if p not in gone] + extra
-    _check_keywords(harness, kept, QUERIES[1::6] + ["钟南山 疫苗", "上海 核酸 筛查", "Zhong Nanshan"])
+# ---------------------------------------------------------------- the backends
 
 
-# ---------------------------------------------------------------- the three together
+class TestLocalStores(StoreContract):
+    """The embedded stores: plain files, FAISS and bm25s, saved to a folder and loaded back."""
+
+    @pytest.fixture()
+    def harness(self, tmp_path: Path) -> Harness:
+        table = PassageTable()
+        keywords = Bm25KeywordStore.build([])
+        keywords.attach(table)
+        saves = iter(range(1, 100))
+
+        def reopen(stores: Stores) -> Stores:
+            assert isinstance(stores.passages, PassageTable) and isinstance(stores.keywords, Bm25KeywordStore)
+            assert isinstance(stores.vectors, FaissVectorStore)
+            folder = tmp_path / f"saved{next(saves)}"
+            folder.mkdir()
+            stores.passages.save(folder)
+            stores.keywords.save(folder)
+            stores.vectors.save(folder)
+            table = PassageTable.load(folder)
+            keywords = Bm25KeywordStore.load(folder)
+            keywords.attach(table)
+            return Stores(table, keywords, FaissVectorStore.load(folder, dimension=DIM, count=len(stores.vectors)))
+
+        return Harness(Stores(table, keywords, FaissVectorStore.empty(DIM)), reopen)
 
 
-def test_deleting_a_passage_removes_its_units_and_keywords(harness: Harness):
-    stores = harness.stores
-    units, vectors = _fill(stores)
-    assert stores.vectors is not None
-    target = PASSAGES[20]
-    tokens = tokenize(target.text)
-    assert target.id in dict(stores.keywords.search(tokens, [], 50))
-    row = next(i for i, u in enumerate(units) if u.passage == target.id)
-    assert stores.vectors.search(vectors[row], 1)[0][0] == target.id
-    stores.vectors.delete([target.id])
-    stores.keywords.delete([target.id])
-    stores.passages.delete([target.id])
-    assert stores.passages.get([target.id]) == [] and len(stores.passages) == len(PASSAGES) - 1
-    assert len(stores.vectors) == len(units) - sum(u.passage == target.id for u in units)
-    assert len(stores.keywords) == len(PASSAGES) - 1
-    assert target.id not in dict(stores.keywords.search(tokens, [], 50))
-    assert stores.keywords.scores(tokens, [], [target.id]) == {target.id: 0.0}
-    assert target.id not in dict(stores.vectors.search(vectors[row], 50))
-    assert stores.vectors.unit_scores(vectors[row], [target.id]) == {}
-    for s in target.sources:
-        before = PassageTable(PASSAGES).neighbours(dataclasses.replace(s, order=s.order + 1))[0]
-        assert before is not None and before.id == target.id
-        assert stores.passages.neighbours(dataclasses.replace(s, order=s.order + 1))[0] is None
+class TestMilvusStores(StoreContract):
+    """Milvus on the real engine (Milvus Lite): the collections closed and opened again."""
 
+    @pytest.fixture()
+    def harness(self, milvus_lite: tuple[Path, StoreInfo]) -> Harness:
+        folder, info = milvus_lite
+        stores = milvus_store.open_stores(folder, info, create=True, dimension=DIM)
+        conn, names = milvus_store.connect(info, folder), milvus_store._names(str(info.collection))
+        for part, key in [("passages", "passage_id"), ("places", "place"), ("units", "passage_id"),
+                          ("keywords", "passage_id")]:  # fmt: skip
+            conn.write("delete", names[part], filter=f'{key} != ""')
 
-def test_reopen_after_close_gives_the_same_answers(harness: Harness):
-    _, vectors = _fill(harness.stores)
-    q = vectors[7]
-    tokens, latin = tokenize("钟南山 疫情 防控"), latin_terms("Zhong Nanshan")
-    before = (
-        harness.stores.vectors.search(q, 10) if harness.stores.vectors else None,
-        harness.stores.keywords.search(tokens, latin, 10),
-        list(harness.stores.passages)[:5],
-        harness.stores.keywords.idf(tokens).tolist(),
-    )
-    stores = harness.reopen()
-    assert stores.vectors is not None and len(stores.vectors) == len(_units_and_vectors(PASSAGES)[0])
-    after = (stores.vectors.search(q, 10), stores.keywords.search(tokens, latin, 10), list(stores.passages)[:5],
-             stores.keywords.idf(tokens).tolist())  # fmt: skip
-    assert before[0] is not None and [i for i, _ in after[0]] == [i for i, _ in before[0]]
-    assert np.allclose([s for _, s in after[0]], [s for _, s in before[0]], atol=1e-6)
-    assert after[1:] == before[1:]
+        def reopen(stores: Stores) -> Stores:
+            assert stores.vectors is not None
+            again = dataclasses.replace(info, dimension=DIM, vectors=len(stores.vectors), index=stores.vectors.kind)
+            milvus_store.close(again, folder)
+            return milvus_store.open_stores(folder, again)
+
+        return Harness(stores, reopen)

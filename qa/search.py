@@ -342,6 +342,7 @@ class Retriever:
         else:
             r = self._rank(interpreted or query, index, mode, k)
             hits = make_hits(index, r.q, r.ranked[:k], r.candidates, r.passages, cal, limit)
+        hits = descending(hits, limit)
         top = hits[0].confidence if hits else 0.0
         verdict = cal.verdict(top, threshold) if hits else "not_found"
         return SearchResult(
@@ -475,6 +476,17 @@ def make_hits(index: Index, q: Query, ranked: Sequence[tuple[Candidate, float]],
                 evidence, feats)
         )  # fmt: skip
     return hits
+
+
+def descending(hits: Sequence[Hit], limit: float) -> list[Hit]:
+    """The hits with confidences that never rise down the list. The list is in fused-score order
+    and a lower passage may calibrate higher, but the passage above it must not look less
+    relevant: the chat, the CLI and the JSON all show these (the top one is unchanged)."""
+    out: list[Hit] = []
+    for h in hits:
+        c = min(h.confidence, out[-1].confidence) if out else h.confidence
+        out.append(h if c == h.confidence else replace(h, confidence=c, low_confidence=c < limit))
+    return out
 
 
 # The answer line (答：) and the marked sentence: a sentence's cosine to the question plus this

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import shutil
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
@@ -180,3 +181,17 @@ def test_the_evidence_sentence_weighs_the_question_s_keywords_with_its_cosine():
     units[1] = ScoredUnit(first, 0.8 + EVIDENCE_KEYWORD_WEIGHT)  # far nearer in cosine: it wins
     assert evidence_span(units, text, tokens, weights) == (0, 12)
     assert evidence_span(units[:1], text, tokens, weights) is None  # one sentence: no evidence span
+
+
+def test_confidence_never_rises_down_the_list_and_every_view_shows_the_same(retriever: Retriever):
+    from ui.render import answer_html
+
+    for question in ("上海全市核酸筛查采样了多少人", "钟南山说了什么", "口罩", "疫苗接种的好处"):
+        result = retriever.search(question, k=10)
+        confidences = [h.confidence for h in result.hits]
+        assert confidences, question
+        assert confidences == sorted(confidences, reverse=True), question
+        assert all(h.low_confidence == (h.confidence < result.threshold) for h in result.hits)
+        shown = [int(m) for m in re.findall(r"(\d+)%</span>", answer_html(result))]
+        assert shown == [round(h.confidence * 100) for h in result.hits]  # the chat shows the API's figures
+        assert [h["confidence"] for h in result.to_dict()["hits"]] == [round(c, 4) for c in confidences]

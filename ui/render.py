@@ -182,15 +182,6 @@ def hit_html(hit: Hit, neighbours: Neighbours | None = None, relevance: float | 
     )
 
 
-def shown_relevance(hits: Sequence[Hit]) -> list[float]:
-    """Relevance as shown down the list: never higher than the passage above it (the list is
-    ordered by the fused score; a lower passage may have a higher calibrated confidence)."""
-    out: list[float] = []
-    for h in hits:
-        out.append(min(h.confidence, out[-1]) if out else h.confidence)
-    return out
-
-
 def answer_line_html(hit: Hit) -> str:
     """答：the top passage's best sentence, with the query terms marked, and where it stands."""
     start, end = hit.evidence or (0, len(hit.text))
@@ -217,8 +208,7 @@ def answer_html(result: SearchResult, neighbours: Neighbours | None = None) -> s
     parts += [f'<p class="qa-warn">提示：{esc(w)}</p>' for w in result.warnings]
     if result.hits and result.verdict != "not_found":
         parts.append(answer_line_html(result.hits[0]))
-    relevance = shown_relevance(result.hits)
-    hits = [hit_html(h, neighbours, r) for h, r in zip(result.hits, relevance, strict=True)]
+    hits = [hit_html(h, neighbours, h.confidence) for h in result.hits]
     parts += hits[:1]
     if len(hits) > 1:
         parts.append(

@@ -36,15 +36,19 @@ def main() -> None:
     ap.add_argument("--queries", default=str(ROOT / "tests/data/dev.jsonl"))
     ap.add_argument("--weights", default=str(qa.search.EVIDENCE_KEYWORD_WEIGHT))
     ap.add_argument("--type-weights", default=str(qa.search.EVIDENCE_TYPE_WEIGHT))
+    ap.add_argument("--lead-ins", default=str(qa.search.EVIDENCE_LEAD_IN_CHARS),
+                    help="values of EVIDENCE_LEAD_IN_CHARS (0: off); also reports the answer line's mean length")  # fmt: skip
     args = ap.parse_args()
     retriever = qa.search.Retriever.load(args.index, check_stale=False)
     corpus = corpus_of(retriever)
     queries = [q for q in load_queries(args.queries) if q.answers]
-    grid = [(float(w), float(t)) for w in args.weights.split(",") for t in args.type_weights.split(",")]
-    for weight, typed in grid:
+    grid = [(float(w), float(t), int(n)) for w in args.weights.split(",") for t in args.type_weights.split(",")
+            for n in args.lead_ins.split(",")]  # fmt: skip
+    for weight, typed, lead_in in grid:
         qa.search.EVIDENCE_KEYWORD_WEIGHT = weight
         qa.search.EVIDENCE_TYPE_WEIGHT = typed
-        counted = right = 0
+        qa.search.EVIDENCE_LEAD_IN_CHARS = lead_in
+        counted = right = length = 0
         for q in queries:
             hits = retriever.search(q.query, k=5).hits
             if not hits or hits[0].id not in relevant_ids(q, corpus) or hits[0].evidence is None:
@@ -52,9 +56,11 @@ def main() -> None:
             start, end = hits[0].evidence
             sentence = _norm(hits[0].text[start:end])
             counted += 1
+            length += len(sentence)
             right += any(_norm(a) in sentence or sentence in _norm(a) for a in q.answers)
-        print(f"{args.queries}: weight {weight}, type weight {typed}: {right}/{counted} evidence sentences hold the answer "
-              f"({right / max(counted, 1):.3f})")  # fmt: skip
+        print(f"{args.queries}: weight {weight}, type weight {typed}, lead-in {lead_in}: {right}/{counted} evidence "
+              f"sentences hold the answer ({right / max(counted, 1):.3f}), {length / max(counted, 1):.0f} characters "
+              f"on average")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -166,11 +166,14 @@ def test_lexical_mode_never_embeds_the_question_and_judges_it_by_keywords(hash_i
     assert encoder.calls == before + 1
 
 
-def test_the_evidence_sentence_weighs_the_question_s_keywords_with_its_cosine():
+def test_the_evidence_sentence_weighs_the_question_s_keywords_with_its_cosine(monkeypatch):
     import numpy as np
 
+    import qa.search
     from qa.search import EVIDENCE_KEYWORD_WEIGHT, evidence_span
     from qa.stores import ScoredUnit, Unit
+
+    monkeypatch.setattr(qa.search, "EVIDENCE_LEAD_IN_CHARS", 0)  # these sentences are short: weigh them alone
 
     text = "上海4日启动了核酸筛查。截至5日全市共采样2566.5万人。"
     whole, first, second = Unit("p", 0, len(text)), Unit("p", 0, 12), Unit("p", 12, len(text))
@@ -181,6 +184,29 @@ def test_the_evidence_sentence_weighs_the_question_s_keywords_with_its_cosine():
     units[1] = ScoredUnit(first, 0.8 + EVIDENCE_KEYWORD_WEIGHT)  # far nearer in cosine: it wins
     assert evidence_span(units, text, tokens, weights) == (0, 12)
     assert evidence_span(units[:1], text, tokens, weights) is None  # one sentence: no evidence span
+
+
+def test_a_lead_in_sentence_goes_on_with_the_next_one():
+    import numpy as np
+
+    from qa.search import EVIDENCE_LEAD_IN_CHARS, evidence_span
+    from qa.stores import ScoredUnit, Unit
+
+    lead, answer = "最后，我提3点要求。", "一要狠抓工作落实，二要增强忧患意识，三要提高工作本领，这是今天会议的要求。"
+    text = lead + answer
+    assert len(lead) < EVIDENCE_LEAD_IN_CHARS <= len(answer)
+    whole, first, second = Unit("p", 0, len(text)), Unit("p", 0, len(lead)), Unit("p", len(lead), len(text))
+    tokens, weights = ["要求"], np.array([1.0])
+    units = [ScoredUnit(whole, 0.9), ScoredUnit(first, 0.95), ScoredUnit(second, 0.5)]
+    assert evidence_span(units, text, tokens, weights) == (0, len(text))  # the lead-in and what it leads to
+    units = [ScoredUnit(whole, 0.9), ScoredUnit(first, 0.5), ScoredUnit(second, 0.95)]
+    assert evidence_span(units, text, tokens, weights) == (len(lead), len(text))  # a long sentence stands alone
+    colon = "各单位须做到以下几点，具体要求如下：" + answer
+    units = [ScoredUnit(Unit("p", 0, len(colon)), 0.9), ScoredUnit(Unit("p", 0, 18), 0.95),
+             ScoredUnit(Unit("p", 18, len(colon)), 0.5)]  # fmt: skip
+    assert evidence_span(units, colon, tokens, weights) == (0, len(colon))  # a colon leads in whatever its length
+    units = [ScoredUnit(whole, 0.9), ScoredUnit(second, 0.5), ScoredUnit(Unit("p", len(text) - 3, len(text)), 0.95)]
+    assert evidence_span(units, text, tokens, weights) == (len(text) - 3, len(text))  # nothing after the last
 
 
 def test_confidence_never_rises_down_the_list_and_every_view_shows_the_same(retriever: Retriever):

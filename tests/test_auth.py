@@ -143,7 +143,7 @@ def test_a_server_without_auth_beyond_this_machine_is_read_only(read_only: Serve
 
 
 def test_serve_beyond_loopback_without_auth_warns_and_makes_documents_read_only(monkeypatch, capsys, tmp_path):
-    import ui.app as app_module
+    import ui.serve as app_module
 
     seen: dict[str, object] = {}
 

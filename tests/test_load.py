@@ -103,7 +103,7 @@ def test_a_full_queue_turns_clients_away_at_once_and_the_server_stays_up(hash_in
 
 
 def test_the_page_says_busy_in_chinese():
-    from ui.app import BUSY_JS, BUSY_MESSAGE
+    from ui.scripts import BUSY_JS, BUSY_MESSAGE
 
     assert "This application is currently busy" in BUSY_JS  # the text Gradio's page shows on HTTP 503
     assert BUSY_MESSAGE.startswith("服务繁忙，请稍后再试") and BUSY_MESSAGE in BUSY_JS

@@ -21,7 +21,8 @@ from qa.search import Hit, SearchResult
 from qa.split import Passage, Source
 from tests.conftest import SEEDS, LiveApp, launched_app
 from ui import render
-from ui.app import EXAMPLES, FeedbackLog, stage_progress
+from ui.app import EXAMPLES, FeedbackLog
+from ui.progress import stage_progress
 
 UPLOAD_LIMIT = 64 * 1024
 XSS_QUESTION = "蓝鲸牌保温杯的容量是多少"
@@ -118,7 +119,7 @@ def test_build_events_become_chinese_labels_on_a_monotonic_bar():
 
 
 def test_the_bar_holds_while_a_file_is_ocrd_inside_reading():
-    from ui.app import _reporter
+    from ui.progress import _reporter
 
     seen: list[tuple[float, str]] = []
     report = _reporter(lambda share, desc: seen.append((share, desc)))  # type: ignore[arg-type]
@@ -352,7 +353,7 @@ def test_docs_index_and_feedback_are_not_served(server):
 
 
 def test_serve_updates_a_stale_index_then_reports_a_busy_port(server, seed_index, tmp_path, capsys):
-    from ui.app import serve
+    from ui.serve import serve
 
     docs, index = tmp_path / "docs", tmp_path / "index"
     shutil.copytree(SEEDS, docs)

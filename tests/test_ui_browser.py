@@ -256,7 +256,7 @@ def test_a_full_queue_is_said_in_chinese(browser, hash_index):
     import httpx
 
     from tests.conftest import tiny_queue
-    from ui.app import BUSY_MESSAGE
+    from ui.scripts import BUSY_MESSAGE
 
     with tiny_queue(hash_index) as (url, encoder):
         context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")

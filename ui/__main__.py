@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="qa: %(levelname)s: %(message)s")
     for noisy in ("faiss", "faiss.loader", "bm25s", "jieba", "sentence_transformers", "httpx", "transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    from ui.app import serve
+    from ui.serve import serve
 
     try:
         return serve(docs_dir=args.docs, index_dir=args.index, host=args.host, port=args.port, share=args.share,

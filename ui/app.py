@@ -11,14 +11,9 @@ HTML) get file names and error messages escaped too.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import sys
-import threading
-import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +28,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(10**9))
 import gradio as gr
 
 from qa import (
-    DEFAULT_DOCS,
-    DEFAULT_INDEX,
     MAX_K,
     MAX_QUERY_CHARS,
     MODES,
@@ -45,19 +38,16 @@ from qa import (
     QueryError,
     Retriever,
     SearchResult,
-    Stage,
     default_feedback_path,
-    make_encoder,
-    open_or_build,
     parse_document,
 )
 from qa.auth import Users
 from qa.library import MAX_UPLOAD_BYTES, Library
-from qa.stores.local import set_faiss_threads
+from ui.progress import _reporter
 from ui.render import CSS, answer_html, esc, question_html, source_view_html
+from ui.scripts import BUSY_JS, CITATION_CLICK_JS, SCROLL_TO_REPLY_JS, SCROLL_TO_SOURCE_JS
 
 DEFAULT_K = 5
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})  # hosts that only this machine reaches
 LOGIN_MESSAGE = "请登录：读者可以提问，编辑者还可以上传和删除文档。"
 EDITORS_ONLY = "只有编辑者可以上传或删除文档；请用编辑者账号登录。"
 READ_ONLY = (
@@ -75,7 +65,6 @@ UPLOAD_FORMATS = ".txt / .md / .html / .pdf / .docx / .doc / .xlsx / .pptx，扫
 # time (their own concurrency group) and wait in the same queue.
 QUEUE_CONCURRENCY = 4
 QUEUE_MAX_SIZE = 64
-BUSY_MESSAGE = "服务繁忙，请稍后再试：同时提问的人太多，请过几秒钟再发送。"
 # Questions the seed corpus answers (checked by tests/test_ui.py).
 EXAMPLES = (
     "上海全市核酸筛查采样了多少人",
@@ -85,120 +74,9 @@ EXAMPLES = (
     "How many medical workers did 15 provinces send to support Shanghai?",
 )
 VIEWER_HINT = "点击回答中的“来源”，在这里查看原文，并定位到那一段。"
-# Clicking a citation (a link to #qa-src=…, see ui.render.source_link) hands it to the hidden
-# textbox and button that open the source viewer; links never navigate.
-CITATION_CLICK_JS = """
-<script>
-document.addEventListener("click", (event) => {
-  const link = event.target.closest && event.target.closest("a.qa-cite-link");
-  if (!link) return;
-  event.preventDefault();
-  event.stopPropagation();
-  const box = document.querySelector("#qa-src-request textarea, #qa-src-request input");
-  const button = document.querySelector("#qa-src-open");
-  if (!box || !button) return;
-  box.value = link.getAttribute("href");
-  box.dispatchEvent(new Event("input", { bubbles: true }));
-  setTimeout(() => button.click(), 50);
-}, true);
-</script>
-"""
-# Gradio's page shows its own English text when the queue turns a request away; say it in Chinese.
-BUSY_JS = """
-<script>
-(() => {
-  const english = "This application is currently busy";
-  const chinese = __BUSY__;
-  const translate = (root) => {
-    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
-    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-      if (node.nodeValue.includes(english)) node.nodeValue = chinese;
-    }
-  };
-  new MutationObserver((changes) => {
-    for (const change of changes) {
-      if (change.type === "characterData") translate(change.target.parentNode || change.target);
-      for (const node of change.addedNodes) translate(node);
-    }
-  }).observe(document.documentElement, { childList: true, subtree: true, characterData: true });
-})();
-</script>
-""".replace("__BUSY__", json.dumps(BUSY_MESSAGE, ensure_ascii=False))
-# After a reply, show its start (not the bottom of a long answer).
-SCROLL_TO_REPLY_JS = """() => {
-  const rows = document.querySelectorAll("#qa-chat .message-row.bot-row, #qa-chat [data-testid='bot']");
-  const last = rows[rows.length - 1];
-  if (last) last.scrollIntoView({ block: "start", behavior: "instant" });
-}"""
-SCROLL_TO_SOURCE_JS = """() => {
-  setTimeout(() => {
-    const here = document.querySelector("#qa-viewer #qa-here");
-    if (here) here.scrollIntoView({ block: "center", behavior: "instant" });
-  }, 50);
-}"""
 MODE_CHOICES = [("混合（语义 + 关键词）", "hybrid"), ("语义", "dense"), ("关键词", "lexical")]
 DOC_HEADERS = ["标题", "文件", "段落数"]
 FONTS = ["PingFang SC", "Noto Sans CJK SC", "Microsoft YaHei", "system-ui", "sans-serif"]
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- index updates
-
-# Each stage's label and the share of the progress bar it spans.
-_STAGES: dict[Stage, tuple[str, float, float]] = {
-    Stage.READ: ("读取文档", 0.05, 0.15),
-    Stage.OCR: ("文字识别（OCR）", 0.05, 0.05),  # inside reading a file: the bar holds where reading is
-    Stage.SPLIT: ("切分段落", 0.15, 0.25),
-    Stage.MODEL: ("加载模型", 0.25, 0.3),
-    Stage.EMBED: ("向量化新段落", 0.3, 0.85),
-    Stage.KEYWORDS: ("建立关键词索引", 0.85, 0.9),
-    Stage.WRITE: ("写入索引", 0.9, 0.95),
-    Stage.LOAD: ("加载新索引", 0.95, 1.0),
-}
-
-
-# The stages that count items, and how their label names them.
-_COUNTED = {
-    Stage.EMBED: ("向量化新文本单元 {done}/{total}", "个"),
-    Stage.OCR: ("文字识别（OCR）第 {done}/{total} 页", "页"),
-}
-
-
-def stage_progress(stage: Stage, done: int, total: int, seconds: float | None = None) -> tuple[str, float]:
-    """A build event in Chinese, and how far along the whole update is (0..1). `seconds`: how long
-    the stage has run (embedding, OCR), for its speed and the time left."""
-    label, lo, hi = _STAGES[stage]
-    if stage in _COUNTED and total:
-        text, unit = _COUNTED[stage]
-        label = text.format(done=done, total=total)
-        if seconds and seconds > 0 and 0 < done < total:
-            rate = done / seconds
-            label += f"，每秒 {rate:.1f} {unit}，约剩 {_duration((total - done) / rate)}"
-    return label, lo + (hi - lo) * (done / total if total else 1.0)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(1, math.ceil(seconds))
-    return f"{seconds} 秒" if seconds < 60 else f"{seconds // 60} 分 {seconds % 60} 秒"
-
-
-def _reporter(progress: gr.Progress) -> Callable[[Stage, int, int], None]:
-    """Build events shown on a Gradio progress bar."""
-    started: dict[Stage, float] = {}
-    shown = [0.0]
-
-    def report(stage: Stage, done: int, total: int) -> None:
-        if done == 0 or stage not in started:  # OCR starts again with each file
-            started[stage] = time.monotonic()
-        seconds = time.monotonic() - started[stage]
-        label, share = stage_progress(stage, done, total, seconds)
-        share = shown[0] = max(shown[0], share)  # OCR happens inside reading: the bar never goes back
-        progress(share, desc=label)
-
-    return report
 
 
 # ---------------------------------------------------------------- feedback
@@ -489,76 +367,3 @@ def launch_app(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = No
         css=CSS + ".qa-hidden { display: none !important; }", head=CITATION_CLICK_JS + BUSY_JS,
     )  # fmt: skip
     return share_url or local_url
-
-
-# ---------------------------------------------------------------- qa serve
-
-
-def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str | None = None,
-                      say: Callable[[str], None] = _say, background: bool = False) -> Retriever:  # fmt: skip
-    """Build or update the index when it is missing or stale, then load it and warm up the model:
-    now, or with `background` in a thread, so that the page is served meanwhile (a search that
-    needs the model waits for it; a lexical one needs only jieba)."""
-    last: list[Stage] = []
-
-    def progress(stage: Stage, done: int, total: int) -> None:
-        if not last:
-            say(f"Updating the index in {index_dir}")
-        if not last or last[-1] != stage:
-            last.append(stage)
-            say(f"  {stage.value}" + (f" ({total})" if total > 1 else ""))
-
-    opened = open_or_build(docs_dir, index_dir, model=model, on_progress=progress)
-    if opened.report is not None:
-        r = opened.report
-        say(f"Index ready ({'; '.join(opened.reasons[:5])}): {r.documents} documents, {r.passages} passages "
-            f"({r.embedded} text units embedded, {r.reused} reused), {r.seconds:.1f} s.")  # fmt: skip
-    retriever = Retriever(opened.index, opened.encoder or (make_encoder(model) if model else None))
-    if background:
-        threading.Thread(target=_warm_up, args=(retriever, say), name="qa-warm-up", daemon=True).start()
-    else:
-        say(f"Loading the model for {index_dir}")
-        retriever.warm_up()
-    return retriever
-
-
-def _warm_up(retriever: Retriever, say: Callable[[str], None]) -> None:
-    started = time.perf_counter()
-    try:
-        retriever.warm_up()
-    except QAError as exc:  # the first search raises it again, and the chat shows it
-        say(f"qa: error: {exc}")
-        return
-    if retriever.has_dense:
-        say(f"Model loaded in {time.perf_counter() - started:.1f} s.")
-
-
-def serve(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = DEFAULT_INDEX, host: str = "127.0.0.1",
-          port: int = 7860, share: bool = False, model: str | None = None, *,
-          feedback_path: str | Path | None = None, auth_file: str | Path | None = None) -> int:  # fmt: skip
-    """Run the chat until Ctrl+C: update the index if needed, launch on host:port while the
-    model loads (the first search waits for it). With `auth_file` everyone logs in and only
-    editors change documents; without it, a server reachable beyond this machine is read-only."""
-    started = time.perf_counter()
-    users = Users.load(auth_file) if auth_file is not None else None
-    editable = users is not None or (host in LOOPBACK and not share)
-    if not editable:
-        _say(
-            f"qa: warning: serving on {host}{' with a public link' if share else ''} without --auth: the documents "
-            f"are read-only. To let editors upload and remove them: qa users add NAME --role editor --auth users.tsv, "
-            f"then qa serve --auth users.tsv"
-        )
-    set_faiss_threads(1)  # searches run side by side: one thread each (see qa.stores.local)
-    retriever = prepare_retriever(docs_dir, index_dir, model=model, background=True)
-    app = create_app(retriever, docs_dir, feedback_path=feedback_path, users=users, editable=editable)
-    try:
-        url = launch_app(app, host=host, port=port, share=share, prevent_thread_lock=True)
-    except OSError as exc:
-        _say(f"qa: error: cannot listen on {host}:{port} ({exc}). Pick another port: qa serve --port {port + 1}")
-        return 1
-    print(f"Ready in {time.perf_counter() - started:.1f} s: {url}  (Ctrl+C to stop)", flush=True)
-    try:
-        app.block_thread()
-    finally:
-        app.close(verbose=False)
-    return 0

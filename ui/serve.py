@@ -1,0 +1,91 @@
+"""`qa serve`: bring the index up to date, load it while the page is already served, and run the
+chat until Ctrl+C, with logins (`--auth`) or read-only beyond this machine."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from qa import DEFAULT_DOCS, DEFAULT_INDEX, QAError, Retriever, Stage, make_encoder, open_or_build
+from qa.auth import Users
+from qa.stores.local import set_faiss_threads
+from ui.app import create_app, launch_app
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})  # hosts that only this machine reaches
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str | None = None,
+                      say: Callable[[str], None] = _say, background: bool = False) -> Retriever:  # fmt: skip
+    """Build or update the index when it is missing or stale, then load it and warm up the model:
+    now, or with `background` in a thread, so that the page is served meanwhile (a search that
+    needs the model waits for it; a lexical one needs only jieba)."""
+    last: list[Stage] = []
+
+    def progress(stage: Stage, done: int, total: int) -> None:
+        if not last:
+            say(f"Updating the index in {index_dir}")
+        if not last or last[-1] != stage:
+            last.append(stage)
+            say(f"  {stage.value}" + (f" ({total})" if total > 1 else ""))
+
+    opened = open_or_build(docs_dir, index_dir, model=model, on_progress=progress)
+    if opened.report is not None:
+        r = opened.report
+        say(f"Index ready ({'; '.join(opened.reasons[:5])}): {r.documents} documents, {r.passages} passages "
+            f"({r.embedded} text units embedded, {r.reused} reused), {r.seconds:.1f} s.")  # fmt: skip
+    retriever = Retriever(opened.index, opened.encoder or (make_encoder(model) if model else None))
+    if background:
+        threading.Thread(target=_warm_up, args=(retriever, say), name="qa-warm-up", daemon=True).start()
+    else:
+        say(f"Loading the model for {index_dir}")
+        retriever.warm_up()
+    return retriever
+
+
+def _warm_up(retriever: Retriever, say: Callable[[str], None]) -> None:
+    started = time.perf_counter()
+    try:
+        retriever.warm_up()
+    except QAError as exc:  # the first search raises it again, and the chat shows it
+        say(f"qa: error: {exc}")
+        return
+    if retriever.has_dense:
+        say(f"Model loaded in {time.perf_counter() - started:.1f} s.")
+
+
+def serve(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = DEFAULT_INDEX, host: str = "127.0.0.1",
+          port: int = 7860, share: bool = False, model: str | None = None, *,
+          feedback_path: str | Path | None = None, auth_file: str | Path | None = None) -> int:  # fmt: skip
+    """Run the chat until Ctrl+C: update the index if needed, launch on host:port while the
+    model loads (the first search waits for it). With `auth_file` everyone logs in and only
+    editors change documents; without it, a server reachable beyond this machine is read-only."""
+    started = time.perf_counter()
+    users = Users.load(auth_file) if auth_file is not None else None
+    editable = users is not None or (host in LOOPBACK and not share)
+    if not editable:
+        _say(
+            f"qa: warning: serving on {host}{' with a public link' if share else ''} without --auth: the documents "
+            f"are read-only. To let editors upload and remove them: qa users add NAME --role editor --auth users.tsv, "
+            f"then qa serve --auth users.tsv"
+        )
+    set_faiss_threads(1)  # searches run side by side: one thread each (see qa.stores.local)
+    retriever = prepare_retriever(docs_dir, index_dir, model=model, background=True)
+    app = create_app(retriever, docs_dir, feedback_path=feedback_path, users=users, editable=editable)
+    try:
+        url = launch_app(app, host=host, port=port, share=share, prevent_thread_lock=True)
+    except OSError as exc:
+        _say(f"qa: error: cannot listen on {host}:{port} ({exc}). Pick another port: qa serve --port {port + 1}")
+        return 1
+    print(f"Ready in {time.perf_counter() - started:.1f} s: {url}  (Ctrl+C to stop)", flush=True)
+    try:
+        app.block_thread()
+    finally:
+        app.close(verbose=False)
+    return 0

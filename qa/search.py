@@ -139,6 +139,10 @@ class SearchResult:
         }
 
 
+# The passages before and after one place (None at a document's edge).
+Neighbours = tuple[Passage | None, Passage | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     """A question as the stages see it: its text, keywords, Latin words and (lazily) its vector."""
@@ -281,6 +285,13 @@ class Retriever:
     def neighbours(self, source: Source) -> tuple[Passage | None, Passage | None]:
         """The passages before and after `source` in its document."""
         return self.index.stores.passages.neighbours(source)
+
+    def context(self, hits: Sequence[Hit], per_hit: int = 3) -> dict[tuple[str, int], Neighbours]:
+        """The passages before and after the first `per_hit` places of each hit, by (file, order),
+        each place asked of the store once: what a reply shows around its passages, gathered
+        before rendering so that the renderer never reaches a store."""
+        wanted = dict.fromkeys((s.file, s.order, s) for h in hits for s in h.sources[:per_hit])
+        return {(file, order): self.neighbours(source) for file, order, source in wanted}
 
     def refresh(self, *, force: bool = False) -> bool:
         """Reload the index if another process (another server, `qa index build`) changed it.

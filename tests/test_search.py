@@ -221,3 +221,20 @@ def test_confidence_never_rises_down_the_list_and_every_view_shows_the_same(retr
         shown = [int(m) for m in re.findall(r"(\d+)%</span>", answer_html(result))]
         assert shown == [round(h.confidence * 100) for h in result.hits]  # the chat shows the API's figures
         assert [h["confidence"] for h in result.to_dict()["hits"]] == [round(c, 4) for c in confidences]
+
+
+def test_a_reply_renders_from_context_gathered_once_never_from_the_store(retriever: Retriever, monkeypatch):
+    from ui.render import answer_html
+
+    result = retriever.search("上海全市核酸筛查采样了多少人", k=3)
+    context = retriever.context(result.hits, 3)
+    assert set(context) == {(s.file, s.order) for h in result.hits for s in h.sources[:3]}
+
+    def no_store(*_: object) -> None:
+        raise AssertionError("the renderer reached the store")
+
+    monkeypatch.setattr(type(retriever.index.stores.passages), "neighbours", no_store)
+    html = answer_html(result, context)
+    before, after = context[(result.hits[0].sources[0].file, result.hits[0].sources[0].order)]
+    assert before is not None or after is not None
+    assert "展开上下文" in html and all(p is None or p.text[:20] in html for p in (before, after))

@@ -64,11 +64,12 @@ def test_every_source_of_a_collapsed_duplicate_is_cited_and_escaped():
 
 def test_neighbours_are_in_a_collapsed_details_element():
     before = Passage("p0", "上一段<b>粗</b>", ())
-    out = render.hit_html(_hit("本段内容"), neighbours=lambda src: (before, None))
+    out = render.hit_html(_hit("本段内容"), context={("a.txt", 1): (before, None)})
     assert '<details class="qa-ctx"><summary>展开上下文</summary>' in out
     assert "上文：上一段&lt;b&gt;粗&lt;/b&gt;" in out
     assert "下文：" not in out
-    assert "<details" not in render.hit_html(_hit("本段内容"), neighbours=lambda src: (None, None))
+    assert "<details" not in render.hit_html(_hit("本段内容"), context={("a.txt", 1): (None, None)})
+    assert "<details" not in render.hit_html(_hit("本段内容"), context={})  # a place not gathered: nothing shown
 
 
 def test_not_found_says_so_and_marks_passages_low_confidence():

@@ -44,7 +44,7 @@ from qa import (
 from qa.auth import Users
 from qa.library import MAX_UPLOAD_BYTES, Library
 from ui.progress import _reporter
-from ui.render import CSS, answer_html, esc, question_html, source_view_html
+from ui.render import CSS, MAX_NEIGHBOUR_SOURCES, answer_html, esc, question_html, source_view_html
 from ui.scripts import BUSY_JS, CITATION_CLICK_JS, SCROLL_TO_REPLY_JS, SCROLL_TO_SOURCE_JS
 
 DEFAULT_K = 5
@@ -157,7 +157,7 @@ def create_app(
         history = [
             *history,
             {"role": "user", "content": question_html(result.query)},  # as searched: cut, invisible marks gone
-            {"role": "assistant", "content": answer_html(result, r.neighbours)},
+            {"role": "assistant", "content": answer_html(result, r.context(result.hits, MAX_NEIGHBOUR_SOURCES))},
         ]
         record = {"query": result.query, "searched": result.interpreted_as or result.query,
                   "hits": [h.id for h in result.hits], "answered": result.answered,
@@ -187,7 +187,7 @@ def create_app(
             raise gr.Error("问题为空，请输入一个问题。") from exc
         except (QAError, ValueError) as exc:
             raise gr.Error(f"无法搜索：{esc(str(exc))}") from exc
-        return {**result.to_dict(), "html": answer_html(result, r.neighbours)}
+        return {**result.to_dict(), "html": answer_html(result, r.context(result.hits, MAX_NEIGHBOUR_SOURCES))}
 
     def open_source(request: str) -> tuple[str, Any]:
         """The source viewer's HTML for a citation link (see ui.render.source_link), and the

@@ -9,7 +9,7 @@ is escaped on its own, so a `<script>` in a document is shown as text, never run
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
 from qa.search import Hit, SearchResult
@@ -27,7 +27,8 @@ LOW_CONFIDENCE = "低置信度"
 MAX_NEIGHBOUR_SOURCES = 3
 BAR_CELLS = 5
 
-Neighbours = Callable[[Source], tuple[Passage | None, Passage | None]]
+# What a reply shows around its passages: `Retriever.context(hits)`, gathered before rendering.
+Context = Mapping[tuple[str, int], tuple[Passage | None, Passage | None]]
 
 # Styles for the classes below, passed to `launch(css=...)`; the HTML reads well without them.
 CSS = """
@@ -146,12 +147,12 @@ def relevance_html(confidence: float) -> str:
     return f'<span class="qa-rel" title="相关度（校准后的置信度）">相关度 <span class="qa-bar">{bar}</span> {round(c * 100)}%</span>'
 
 
-def _context_html(hit: Hit, neighbours: Neighbours) -> str:
+def _context_html(hit: Hit, context: Context) -> str:
     """A collapsed <details> with the passages before and after each source of the hit."""
     parts = []
     seen: set[tuple[str | None, str | None]] = set()
     for src in hit.sources[:MAX_NEIGHBOUR_SOURCES]:
-        before, after = neighbours(src)
+        before, after = context.get((src.file, src.order), (None, None))
         key = (before.id if before else None, after.id if after else None)
         if key == (None, None) or key in seen:
             continue
@@ -168,17 +169,17 @@ def _context_html(hit: Hit, neighbours: Neighbours) -> str:
     return '<details class="qa-ctx"><summary>展开上下文</summary>' + "".join(parts) + "</details>"
 
 
-def hit_html(hit: Hit, neighbours: Neighbours | None = None, relevance: float | None = None) -> str:
+def hit_html(hit: Hit, context: Context | None = None, relevance: float | None = None) -> str:
     """One passage: rank, relevance (`relevance`, default its confidence), text, every citation."""
     low = f'<span class="qa-lowtag">{LOW_CONFIDENCE}</span>' if hit.low_confidence else ""
     cites = "".join(citation_html(s, hit.evidence) for s in hit.sources)
-    context = _context_html(hit, neighbours) if neighbours is not None else ""
+    around = _context_html(hit, context) if context is not None else ""
     shown = hit.confidence if relevance is None else relevance
     return (
         f'<div class="qa-hit{" qa-low" if hit.low_confidence else ""}">'
         f'<div class="qa-head"><span class="qa-rank">#{hit.rank}</span>{relevance_html(shown)}{low}</div>'
         f'<div class="qa-text">{passage_html(hit.text, hit.highlights, hit.evidence)}</div>'
-        f"{cites}{context}</div>"
+        f"{cites}{around}</div>"
     )
 
 
@@ -191,7 +192,7 @@ def answer_line_html(hit: Hit) -> str:
     )
 
 
-def answer_html(result: SearchResult, neighbours: Neighbours | None = None) -> str:
+def answer_html(result: SearchResult, context: Context | None = None) -> str:
     """The whole reply: verdict and lead, the answer line, the best passage in full, and the
     other passages collapsed under 更多相关段落."""
     if result.verdict == "answered":
@@ -208,7 +209,7 @@ def answer_html(result: SearchResult, neighbours: Neighbours | None = None) -> s
     parts += [f'<p class="qa-warn">提示：{esc(w)}</p>' for w in result.warnings]
     if result.hits and result.verdict != "not_found":
         parts.append(answer_line_html(result.hits[0]))
-    hits = [hit_html(h, neighbours, h.confidence) for h in result.hits]
+    hits = [hit_html(h, context, h.confidence) for h in result.hits]
     parts += hits[:1]
     if len(hits) > 1:
         parts.append(

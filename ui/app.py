@@ -1,8 +1,11 @@
 """The Gradio chat app: ask questions, read cited passages, manage the documents.
 
-    serve(docs_dir, index_dir)    what `qa serve` runs: update the index, warm up, launch
-    create_app(retriever, docs)   the gr.Blocks, for tests and embedding
-    launch_app(app, host, port)   queue limits and safe launch options, shared by both
+    create_app(retriever, docs)   the gr.Blocks, for tests and embedding (users: logins and roles)
+    launch_app(app, host, port)   queue limits and safe launch options
+    ui.serve.serve(docs, index)   what `qa serve` runs: update the index, warm up, launch
+
+Documents change through `qa.library.Library`; the page's scripts are in `ui.scripts` and the
+progress bar's labels in `ui.progress`.
 
 The app imports `qa`; `qa` never imports Gradio. All HTML comes from `ui.render`,
 which escapes every piece of corpus and user text; toasts (which Gradio renders as

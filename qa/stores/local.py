@@ -25,8 +25,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from qa.cache import write_atomic
 from qa.errors import IndexCorruptError, QAError
-from qa.folder import fsync_tree, sha256_file, swap_into_place, verify_files, write_text_atomic
+from qa.folder import fsync_tree, sha256_file, swap_into_place, verify_files
 from qa.lexical import LexicalIndex, tokenize
 from qa.manifest import MANIFEST, FileEntry, Manifest, StoreInfo
 from qa.split import Passage, Source
@@ -551,7 +552,7 @@ class LocalBackend:
             raise
 
     def save_manifest(self, folder: Path, manifest: Manifest) -> None:
-        write_text_atomic(folder / MANIFEST, manifest.to_json())
+        write_atomic(folder / MANIFEST, manifest.to_json().encode("utf-8"))
 
     def verify(self, folder: Path, manifest: Manifest) -> None:
         """Nothing beyond the folder's checksums (qa.folder.verify_files), which every index gets."""

@@ -53,9 +53,8 @@ from typing import Any, TextIO, TypeVar, cast
 
 import numpy as np
 
-from qa.cache import cache_root
+from qa.cache import cache_root, write_atomic
 from qa.errors import IndexCorruptError, IndexMismatchError, QAError, StoreError
-from qa.folder import write_text_atomic
 from qa.lexical import BM25_PARAMS, pinyin_terms, tokenize
 from qa.manifest import MANIFEST, Manifest, StoreInfo
 from qa.split import Passage, Source
@@ -1138,7 +1137,7 @@ class MilvusBackend:
 
     def save_manifest(self, folder: Path, manifest: Manifest) -> None:
         save_manifest(folder, manifest)
-        write_text_atomic(folder / MANIFEST, manifest.to_json())
+        write_atomic(folder / MANIFEST, manifest.to_json().encode("utf-8"))
 
     def verify(self, folder: Path, manifest: Manifest) -> None:
         verify(folder, manifest)

@@ -1,10 +1,16 @@
 """What kind of answer a question asks for, and whether a text holds one of that kind.
 
 A question that asks 多少/几/how many wants a quantity; 哪一天/什么时候/when wants a date or a
-time. The evidence sentence that a reply shows as 答： must hold an answer of that kind: among
-sentences that match the question alike, one with a number beats one without (上海全市核酸
-筛查一共采样了多少人？ → the sentence with 2566.5万人, not 上海4日启动了全市核酸筛查). Other
-questions (谁, 什么, 为什么, how) ask for no kind this module can check: they get "any".
+time. When it names the measure (多少张床位, 几名药剂师, 多少吨), the quantity must be counted in
+that measure or a kindred one (张/床, 名/人/位): a passage that gives 3天 does not answer 多少人.
+Other questions (谁, 什么, 为什么, how) ask for no kind this module can check: they get "any".
+
+Two stages use it:
+- the evidence sentence that a reply shows as 答：: among sentences that match the question alike,
+  one with an answer of the kind asked wins (上海全市核酸筛查一共采样了多少人？ → the sentence with
+  2566.5万人, not 上海4日启动了全市核酸筛查);
+- the confidence: a top passage that holds no answer of the kind asked is a near-topic passage
+  (the doctors and nurses of a team, when its pharmacists are asked), the `untyped` feature.
 
 Rules as data, like bm25s's stopword lists; no model.
 """
@@ -13,14 +19,100 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Literal
+
+from qa.lexical import fold, leading_noun
 
 AnswerType = Literal["quantity", "date", "any"]
 
+# Measure words a question may name after 多少/几, longest first, each with the measure words
+# that count the same thing in an answer (名 → 120人 or 120位 answers it as well).
+_KINDRED: dict[str, tuple[str, ...]] = {
+    "个小时": ("小时", "个小时", "钟头"),
+    "小时": ("小时", "个小时", "钟头"),
+    "分钟": ("分钟",),
+    "个月": ("个月", "月"),
+    "剂次": ("剂次", "剂"),
+    "人次": ("人次",),
+    "公里": ("公里", "千米"),
+    "公斤": ("公斤", "千克", "斤"),
+    "名": ("名", "人", "位"),
+    "人": ("人", "名", "位"),
+    "位": ("位", "名", "人"),
+    "例": ("例", "人", "名"),
+    "天": ("天", "日", "周"),
+    "日": ("日", "天"),
+    "周": ("周", "天", "星期"),
+    "年": ("年",),
+    "岁": ("岁",),
+    "次": ("次", "遍", "轮", "场"),
+    "轮": ("轮", "次"),
+    "场": ("场", "次"),
+    "遍": ("遍", "次"),
+    "张": ("张", "床"),
+    "床": ("床", "张"),
+    "家": ("家", "所", "个"),
+    "所": ("所", "家", "个"),
+    "个": ("个", "家", "所", "座", "支", "项"),
+    "支": ("支", "个"),
+    "项": ("项", "个", "条"),
+    "条": ("条", "项"),
+    "件": ("件",),
+    "批": ("批",),
+    "台": ("台",),
+    "辆": ("辆",),
+    "架": ("架",),
+    "吨": ("吨",),
+    "剂": ("剂", "针"),
+    "针": ("针", "剂"),
+    "管": ("管",),
+    "份": ("份",),
+    "倍": ("倍",),
+    "层": ("层",),
+    "座": ("座", "个"),
+    "栋": ("栋",),
+    "间": ("间",),
+    "元": ("元",),
+    "米": ("米",),
+    "%": ("%", "成", "百分之"),
+}
+_MEASURES = "|".join(sorted((m for m in _KINDRED if m != "%"), key=len, reverse=True))
+# Nouns counted without a measure word after 多少 (多少境外输入病例, 多少防疫资金): the measures
+# their count is given in.
+_COUNTED: dict[str, tuple[str, ...]] = {
+    "病例": _KINDRED["例"],
+    "感染者": _KINDRED["例"],
+    "患者": _KINDRED["例"],
+    "病人": _KINDRED["例"],
+    "人员": _KINDRED["人"],
+    "干部": _KINDRED["人"],
+    "医生": _KINDRED["人"],
+    "护士": _KINDRED["人"],
+    "床位": _KINDRED["张"],
+    "资金": _KINDRED["元"],
+    "经费": _KINDRED["元"],
+    "金额": _KINDRED["元"],
+}
+_COUNTED_NOUN = re.compile(rf"多少[^，,。？?！!的]{{0,8}}?({'|'.join(_COUNTED)})")
+
 _QUANTITY_QUESTION = re.compile(
-    r"多少|几[个名位人次天年月日周岁种项家所条件例批轮支台辆架吨万亿千百十层小分秒点场张份栋座所间床剂针]|"
+    r"多少|(?<!哪)几[个名位人次天年月日周岁种项家所条件例批轮支台辆架吨万亿千百十层小分秒点场张份栋座所间床剂针]|"
     r"几成|百分之几|比例|占比|比率|多大|多高|多长|多久|多远|多重|"
     r"\bhow (?:many|much|long|far|often|old)\b|\bwhat (?:percentage|proportion|share|number)\b",
+    re.IGNORECASE,
+)
+# The measure a quantity question names: 多少/几, an optional magnitude (多少亿剂次, 多少万人), then
+# the measure word; or 百分之几/百分之多少 (a share).
+_ASKED_MEASURE = re.compile(rf"(?:多少|(?<!哪)几)(?:[万亿千百])?({_MEASURES})|(百分之(?:多少|几))")
+_YEAR_QUESTION = re.compile(r"哪一?年|何年|\b(?:what|which) year\b", re.IGNORECASE)
+_DAY_QUESTION = re.compile(
+    r"哪一?天|几号|几日|几月几|\b(?:what|which) (?:date|day)\b|\bon (?:what|which) day\b", re.IGNORECASE
+)
+_YEAR = re.compile(r"(?:[0-9]{2}|[0-9]{4}|20xx|[〇零一二三四五六七八九]{2,4})\s*年|今年|去年|明年|前年", re.IGNORECASE)
+_DAY = re.compile(
+    r"[0-9一二三四五六七八九十]{1,3}\s*[日号]|今天|昨天|明天|前天|除夕|元旦|初[一二三四五六七八九十]|"
+    r"\b(?:january|february|march|april|may|june|july|august|september|october|november|december)\s+[0-9]{1,2}\b",
     re.IGNORECASE,
 )
 _DATE_QUESTION = re.compile(
@@ -28,13 +120,12 @@ _DATE_QUESTION = re.compile(
     r"\bwhen\b|\bwhat (?:date|day|year|month|time)\b|\bwhich (?:date|day|year|month)\b",
     re.IGNORECASE,
 )
-# A quantity: a number (Arabic or Chinese numerals, 万/亿 allowed) with a measure word or a unit
-# after it, or a percentage. A date or a time (4日, 3月, 8时) is not a quantity.
-_NUMERAL = r"(?:[0-9][0-9,，.]*|[零〇一二两三四五六七八九十百千]+)(?:\s*[万亿千百])?"
-_MEASURE = (
-    r"[个名位人次天周岁种项家所条件例批轮支台辆架吨倍成管份张间床剂针层场只头米元克]|公里|公斤|千克|小时|分钟|万|亿"
-)
-_NUMBER = re.compile(f"{_NUMERAL}\\s*(?:{_MEASURE})|[0-9.]+\\s*[%％]|百分之[零〇一二三四五六七八九十百点]+")
+# A quantity: a number (Arabic or Chinese numerals, 万/亿 and 多/余 allowed: 170多个, 3万余人)
+# with a measure word or a unit after it, or a percentage. A date or a time (4日, 3月, 8时) is
+# not a quantity.
+_NUMERAL = r"(?:[0-9][0-9,，.]*|[零〇一二两三四五六七八九十百千]+)(?:\s*[多余来])?(?:\s*[万亿千百]+)?(?:\s*[多余])?"
+_MEASURE = r"[个名位人次天周岁种项家所条件例批轮支台辆架吨倍成管份张间床剂针层场只头米元克座栋遍]|公里|公斤|千克|小时|分钟|钟头|万|亿"
+_NUMBER = re.compile(f"{_NUMERAL}\\s*(?P<unit>{_MEASURE})|[0-9.]+\\s*[%％]|百分之[零〇一二三四五六七八九十百点]+")
 _DATE = re.compile(
     r"[0-9]{4}\s*年|[0-9一二三四五六七八九十]{1,3}\s*月\s*[0-9一二三四五六七八九十]{0,3}\s*[日号]?|"
     r"[0-9]{1,2}\s*[日号]|[0-9]{4}[-/.][0-9]{1,2}|[0-9]{1,2}\s*[时点]|"
@@ -44,19 +135,67 @@ _DATE = re.compile(
 )
 
 
-def asked_type(question: str) -> AnswerType:
-    """The kind of answer `question` asks for: a date is checked first (几月几号 is a date)."""
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What a question asks for: a kind and, when the question says, what it is counted or dated
+    in: the measure words of a quantity (多少张床位 → 张 or 床), 年 for a date that is a year
+    (哪一年), 日 for one that is a day (哪一天). Empty when the question says no more (多少,
+    how many, 什么时候)."""
+
+    kind: AnswerType
+    measures: tuple[str, ...] = ()
+    counted: str | None = None  # what a quantity counts, when named after its measure: 几名药剂师 → 药剂师
+
+
+ANY = Asked("any")
+
+
+def asked(question: str) -> Asked:
+    """The kind of answer `question` asks for: the question word that comes first (How long …
+    when …? asks a quantity), a date on a tie (几月几号 is a date)."""
     q = unicodedata.normalize("NFKC", question)
-    if _DATE_QUESTION.search(q):
-        return "date"
-    if _QUANTITY_QUESTION.search(q):
-        return "quantity"
-    return "any"
+    date, quantity = _DATE_QUESTION.search(q), _QUANTITY_QUESTION.search(q)
+    if date and (quantity is None or date.start() <= quantity.start()):
+        return Asked("date", ("年",) if _YEAR_QUESTION.search(q) else ("日",) if _DAY_QUESTION.search(q) else ())
+    if quantity is None:
+        return Asked("any")
+    m = _ASKED_MEASURE.search(q)
+    if m is not None:
+        if m.group(2):
+            return Asked("quantity", _KINDRED["%"])
+        return Asked("quantity", _KINDRED[m.group(1)], leading_noun(q[m.end() :]))
+    noun = _COUNTED_NOUN.search(q)
+    return Asked("quantity", _COUNTED[noun.group(1)] if noun else ())
 
 
-def holds_type(text: str, kind: AnswerType) -> bool:
-    """Whether `text` holds an answer of `kind` (always True for "any")."""
-    if kind == "any":
+def asked_type(question: str) -> AnswerType:
+    """The kind alone: "quantity", "date" or "any"."""
+    return asked(question).kind
+
+
+def holds_type(text: str, kind: AnswerType | Asked) -> bool:
+    """Whether `text` holds an answer of the kind asked (always True for "any"); with an `Asked`
+    that names measures, a quantity counted in one of them."""
+    a = kind if isinstance(kind, Asked) else Asked(kind)
+    if a.kind == "any":
         return True
     t = unicodedata.normalize("NFKC", text)
-    return bool((_DATE if kind == "date" else _NUMBER).search(t))
+    if a.kind == "date":
+        return bool({"年": _YEAR, "日": _DAY}.get(a.measures[0] if a.measures else "", _DATE).search(t))
+    for m in _NUMBER.finditer(t):
+        if t[max(0, m.start() - 1) : m.start()] == "第":  # 第3次, 第一位: an ordinal is not a count
+            continue
+        if not a.measures:
+            return True
+        if m.group("unit") is None or m.group("unit") == "成":  # 90%, 百分之九十, 七成
+            if "%" in a.measures:
+                return True
+        elif t.startswith(a.measures, m.start("unit")):  # the measure as written: 3个小时, 2566.5万人
+            return True
+    return False
+
+
+def names_counted(text: str, kind: Asked) -> bool:
+    """Whether `text` names what the question counts (药剂师 for 几名药剂师; True when it names
+    nothing): a passage that counts the team's doctors and nurses does not count its pharmacists."""
+    return kind.counted is None or kind.counted in re.sub(r"\s+", "", fold(text))

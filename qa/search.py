@@ -19,8 +19,8 @@ from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 
-from qa import DEFAULT_INDEX, calibration
-from qa.answer_type import AnswerType, asked_type, holds_type
+from qa import DEFAULT_INDEX, calibration, lexical
+from qa.answer_type import ANY, Asked, asked, holds_type, names_counted
 from qa.background import BACKGROUND
 from qa.documents import Document
 from qa.embed import Encoder, make_encoder
@@ -252,7 +252,7 @@ class Retriever:
         """Do now what the first query would otherwise wait for: jieba's dictionary, the
         stores' lookups and, over an index with vectors, the model (loaded and checked against
         the index's probe vector, which runs it once) and the background sentences' vectors."""
-        tokenize("预热")
+        lexical.warm_up()
         self.index.stores.warm_up()
         if self.has_dense:
             self._background_vectors()
@@ -379,13 +379,14 @@ class Retriever:
         it higher; only the `k` kept are built."""
         depth = max(k, FOLLOWUP_DEPTH)
         rankings = [self._rank(text, index, mode, depth) for text in texts]
+        kind = asked(texts[0])  # 那北京呢？ asks what the question as understood asks: 多少人
         kept = rrf_merge([[c.id for c, _ in r.ranked[:depth]] for r in rankings], k)
         hits: dict[str, Hit] = {}
         for source, ranking in enumerate(rankings):
             mine = {pid for pid, s in kept if s == source}
             ranked = [(c, score) for c, score in ranking.ranked[:depth] if c.id in mine]
             hits.update((h.id, h) for h in make_hits(index, ranking.q, ranked, ranking.candidates,
-                                                     ranking.passages, cal, limit))  # fmt: skip
+                                                     ranking.passages, cal, limit, kind))  # fmt: skip
         return [replace(hits[pid], rank=rank) for rank, (pid, _) in enumerate(kept, start=1)]
 
     def _background_vectors(self) -> np.ndarray:
@@ -467,21 +468,25 @@ def _best(units: list[ScoredUnit] | None) -> float:
 
 
 def make_hits(index: Index, q: Query, ranked: Sequence[tuple[Candidate, float]], candidates: Candidates,
-              passages: Mapping[str, Passage], cal: Calibration, limit: float) -> list[Hit]:  # fmt: skip
-    """Stages 3 and 4: each hit's calibrated confidence, then its highlights and best sentence."""
+              passages: Mapping[str, Passage], cal: Calibration, limit: float,
+              kind: Asked | None = None) -> list[Hit]:  # fmt: skip
+    """Stages 3 and 4: each hit's best sentence, its calibrated confidence and its highlights.
+    `kind`: what the question asks for, when it is not `q.text`'s own (a follow-up's words alone
+    ask nothing; the question as understood does)."""
     weights = index.stores.keywords.idf(q.tokens)
     latin = latin_share(q.text)
-    kind = asked_type(q.text)
+    kind = kind or asked(q.text)
     hits = []
     for rank, (c, score) in enumerate(ranked, start=1):
         p = passages.get(c.id) or index.stores.passages.get([c.id])[0]
-        feats = hit_features(c.dense, _reference(candidates.reference, c.id), _coverage(q.tokens, weights, p.text),
-                             latin, c.lexical)  # fmt: skip
-        conf = calibration.confidence(cal, feats)
         evidence = (
             evidence_span(candidates.units.get(c.id), p.text, q.tokens, weights, kind)
             if q.vector is not None else keyword_evidence(p.text, q.tokens, weights)
         )  # fmt: skip
+        shown = p.text[evidence[0] : evidence[1]] if evidence else p.text
+        feats = hit_features(c.dense, _reference(candidates.reference, c.id), _coverage(q.tokens, weights, p.text),
+                             latin, c.lexical, untyped=not (holds_type(shown, kind) and names_counted(p.text, kind)))  # fmt: skip
+        conf = calibration.confidence(cal, feats)
         hits.append(
             Hit(rank, score, p.text, p.sources, highlight_spans(p.text, q.tokens), p.id, conf, conf < limit,
                 evidence, feats)
@@ -521,7 +526,7 @@ EVIDENCE_LEAD_IN_CHARS = 25
 
 
 def evidence_span(units: list[ScoredUnit] | None, text: str, tokens: Sequence[str],
-                  weights: np.ndarray, kind: AnswerType = "any") -> tuple[int, int] | None:  # fmt: skip
+                  weights: np.ndarray, kind: Asked = ANY) -> tuple[int, int] | None:  # fmt: skip
     """The span of the passage's sentence that best answers the question: its cosine to the
     question, plus EVIDENCE_KEYWORD_WEIGHT times the share of the question's keywords it holds,
     plus EVIDENCE_TYPE_WEIGHT if it holds an answer of the kind asked (qa.answer_type), and the
@@ -534,7 +539,7 @@ def evidence_span(units: list[ScoredUnit] | None, text: str, tokens: Sequence[st
 
     def score(u: ScoredUnit) -> float:
         sentence = text[u.unit.start : u.unit.end]
-        typed = EVIDENCE_TYPE_WEIGHT if kind != "any" and holds_type(sentence, kind) else 0.0
+        typed = EVIDENCE_TYPE_WEIGHT if kind.kind != "any" and holds_type(sentence, kind) else 0.0
         return u.score + EVIDENCE_KEYWORD_WEIGHT * _coverage(keywords, weights, sentence) + typed
 
     i = max(range(len(sentences)), key=lambda j: score(sentences[j]))
@@ -585,8 +590,12 @@ def _reference(reference: list[tuple[str, float]], pid: str) -> float | None:
     return sum(others) / len(others) if others else None
 
 
-def hit_features(dense: float, reference: float | None, coverage: float, latin: float, bm25: float) -> dict[str, float]:
-    """The inputs of the calibrated confidence (see qa.calibration)."""
+def hit_features(dense: float, reference: float | None, coverage: float, latin: float, bm25: float, *,
+                 untyped: bool = False) -> dict[str, float]:  # fmt: skip
+    """The inputs of the calibrated confidence (see qa.calibration). `untyped`: the question asks
+    for a quantity or a date (qa.answer_type) and the sentence the answer line would show holds
+    none of that kind, or the passage never names what is counted (几名药剂师): the mark of a
+    near-topic passage."""
     return {
         "dense": dense,
         "gap": dense - reference if reference is not None else 0.0,
@@ -594,6 +603,7 @@ def hit_features(dense: float, reference: float | None, coverage: float, latin: 
         "latin": latin,
         "dense_latin": dense * latin,
         "bm25": bm25,
+        "untyped": float(untyped),
     }
 
 

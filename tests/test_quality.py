@@ -62,6 +62,17 @@ def test_an_english_question_finds_the_chinese_passage(seed_retriever: Retriever
     assert result.confidence > 0.2  # cross-lingual confidence runs lower; the shipped set measures refusals
 
 
+def test_a_near_topic_count_is_not_answered(seed_retriever: Retriever):
+    """The documents count the team's doctors and nurses, and Shanghai's screening: asked for
+    its pharmacists, or for Beijing's figure, the bot must not say ✓ 已找到."""
+    pharmacists = seed_retriever.search("武汉六院援沪医疗队里有几名药剂师？")
+    assert pharmacists.verdict != "answered" and pharmacists.hits[0].features["untyped"] == 1.0
+    doctors = seed_retriever.search("武汉六院援沪医疗队里有几名医生？")
+    assert doctors.verdict == "answered" and doctors.hits[0].features["untyped"] == 0.0
+    beijing = seed_retriever.search("那北京呢？", context="上海全市核酸筛查一共采样了多少人？")
+    assert beijing.verdict != "answered"  # a follow-up asks what the question as understood asks
+
+
 @pytest.mark.parametrize(
     "query", ["红烧肉的家常做法步骤", "贵州茅台今天的股价是多少", "What is the capital of Australia?"]
 )

@@ -23,7 +23,21 @@ from qa.evaluate import auroc, evaluate, load_queries, out_of_fold, refusal_thre
 from qa.search import Retriever  # noqa: E402
 
 FEATURE_SETS = {
-    "dense gap coverage latin dense_latin (shipped)": ("dense", "gap", "coverage", "latin", "dense_latin"),
+    "dense gap coverage latin dense_latin untyped (shipped)": (
+        "dense",
+        "gap",
+        "coverage",
+        "latin",
+        "dense_latin",
+        "untyped",
+    ),
+    "dense gap coverage latin dense_latin (before the answer-type check)": (
+        "dense",
+        "gap",
+        "coverage",
+        "latin",
+        "dense_latin",
+    ),
     "dense coverage latin dense_latin (no gap)": ("dense", "coverage", "latin", "dense_latin"),
     "dense gap coverage": ("dense", "gap", "coverage"),
     "+ bm25": ("dense", "gap", "coverage", "latin", "dense_latin", "bm25"),

@@ -20,7 +20,7 @@ Per set, with a fixed seed: the articles (optionally `--articles N` of them, sam
 split, one fifth held out. Each other article becomes one .txt document (its title line, then
 its paragraphs separated by blank lines), indexed with `qa.build_index` and the configured model;
 the index is cached in ~/.cache/qa/bench/index-<set>-<hash of the documents and settings>, so a
-rerun reuses it. `--limit-index N` keeps at most N of the indexed articles (the questions of
+rerun reuses it (with the shipped calibration of the running code, written into its manifest). `--limit-index N` keeps at most N of the indexed articles (the questions of
 those dropped are not asked). The held-out articles' questions cannot be answered from the index.
 
 Every question (or `--questions N`, sampled) is asked with `Retriever.search(question, k=5)`
@@ -149,6 +149,7 @@ def index_key(split: Split, model: str) -> str:
 def open_index(split: Split, cache: Path, model: str | None) -> tuple[Any, dict[str, Any]]:
     """The cached index of `split`'s documents, built first (in a temporary docs folder) if missing."""
     from qa import QAError, Retriever, build_index
+    from qa.calibration import default_for
     from qa.embed import configured_model
 
     name = model or configured_model()
@@ -157,6 +158,10 @@ def open_index(split: Split, cache: Path, model: str | None) -> tuple[Any, dict[
     if (folder / "manifest.json").exists():
         try:
             retriever = Retriever.load(folder, model=model, check_stale=False)  # its docs folder is gone
+            shipped = default_for(retriever.manifest.model)
+            if retriever.manifest.calibration != shipped:  # built before the shipped calibration changed
+                retriever.index.save_calibration(shipped)
+                retriever = Retriever.load(folder, model=model, check_stale=False)
             info.update(reused=True, build_s=None, passages=retriever.manifest.passage_count)
             return retriever, info
         except QAError as e:

@@ -171,7 +171,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the chat app (package `ui`) in this process's place: the engine never imports its UI."""
-    argv = [sys.executable, "-m", "ui", "--docs", args.docs, "--index", args.index, "--host", args.host,
+    from qa.kb import check_distinct, parse_spec
+
+    if args.kb:
+        if args.docs is not None or args.index is not None:
+            raise QAError("Give the documents either with --kb NAME=FOLDER (several) or with --docs/--index, not both.")
+        check_distinct([parse_spec(spec) for spec in args.kb])  # refused here, before the server starts
+    folders = [opt for kb in args.kb for opt in ("--kb", kb)] or [
+        "--docs", args.docs or DEFAULT_DOCS, "--index", args.index or DEFAULT_INDEX]  # fmt: skip
+    argv = [sys.executable, "-m", "ui", *folders, "--host", args.host,
             "--port", str(args.port)] + (["--model", args.model] if args.model else []) + (
             ["--share"] if args.share else []) + (["--auth", args.auth] if args.auth else [])  # fmt: skip
     sys.stdout.flush()
@@ -295,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = index.add_parser("build", help="build or update the index of a documents folder")
     build.add_argument("--docs", default=DEFAULT_DOCS, help="documents folder (default: seeds)")
     build.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: vectors/default)")
+    _add_kb(build, new=True)
     build.add_argument(
         "--model",
         default=None,
@@ -320,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=cmd_build)
     info = index.add_parser("info", help="describe an index")
     info.add_argument("--index", default=DEFAULT_INDEX)
+    _add_kb(info)
     info.add_argument("--json", action="store_true", help="print the manifest")
     info.set_defaults(func=cmd_info)
 
@@ -335,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("--threshold", type=float, default=None, help="override the index's confidence threshold")
     ask.add_argument("--index", default=DEFAULT_INDEX)
+    _add_kb(ask)
     ask.add_argument("--model", default=None, help="embedding model (must match the index)")
     _add_backend(ask)
     ask.add_argument("--json", action="store_true", help="print one JSON object")
@@ -343,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="score retrieval on a labelled query set (JSONL)")
     ev.add_argument("file", type=Path)
     ev.add_argument("--index", default=DEFAULT_INDEX)
+    _add_kb(ev)
     ev.add_argument("--mode", choices=["all", "hybrid", "dense", "lexical"], default="all")
     ev.add_argument(
         "--fusion",
@@ -381,11 +393,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--log", default=None, help="the feedback log (default: feedback/feedback.jsonl beside the index)"
     )
     export.add_argument("-o", "--output", default=None, help="write here instead of standard output")
+    _add_kb(export)
     export.set_defaults(func=cmd_feedback_export)
 
     serve = sub.add_parser("serve", help="start the web chat")
-    serve.add_argument("--docs", default=DEFAULT_DOCS)
-    serve.add_argument("--index", default=DEFAULT_INDEX)
+    serve.add_argument("--docs", default=None, help="documents folder (default: seeds)")
+    serve.add_argument("--index", default=None, help="index folder (default: vectors/default)")
+    serve.add_argument(
+        "--kb", action="append", default=[], metavar="NAME=FOLDER",
+        help="a knowledge base (repeatable): its documents folder, indexed in vectors/kb/NAME; the chat gets a picker",
+    )  # fmt: skip
     serve.add_argument("--model", default=None)
     _add_backend(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
@@ -408,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         cmd = docs.add_parser(name, help=help_text)
         cmd.add_argument("--index", default=DEFAULT_INDEX)
+        _add_kb(cmd)
         if name == "list":
             cmd.add_argument("--json", action="store_true")
         else:
@@ -431,6 +449,26 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--password-env", default=None, help="read the password from this environment variable")
     add.set_defaults(func=cmd_users_add)
     return parser
+
+
+def _add_kb(parser: argparse.ArgumentParser, *, new: bool = False) -> None:
+    parser.add_argument(
+        "--kb", default=None, metavar="NAME",
+        help="the knowledge base NAME (its index is vectors/kb/NAME) instead of --index"
+        + (", created if missing" if new else ": qa serve --kb NAME=FOLDER creates it"),
+    )  # fmt: skip
+
+
+def _resolve_kb(args: argparse.Namespace) -> None:
+    """`--kb NAME` names the index folder; given with another --index, it is refused."""
+    from qa.kb import index_of, resolve_index
+
+    if getattr(args, "kb", None) is None or isinstance(args.kb, list):  # qa serve's --kb is NAME=FOLDER
+        return
+    if str(args.index) != DEFAULT_INDEX:
+        raise QAError(f"Give either --kb {args.kb} or --index {args.index}, not both.")
+    created = args.func is cmd_build
+    args.index = str(index_of(args.kb) if created else resolve_index(args.kb, args.index))
 
 
 def _add_backend(parser: argparse.ArgumentParser) -> None:
@@ -457,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args.max_chars = DEFAULT_MAX_CHARS
     try:
+        _resolve_kb(args)
         result: Any = args.func(args)
         return int(result or 0)
     except QueryError as exc:

@@ -73,7 +73,7 @@ def test_every_client_is_answered_with_the_sequential_hits(server, kind, clients
 
 
 def _call(url: str, question: str) -> httpx.Response:
-    return httpx.post(f"{url}gradio_api/call/search", json={"data": [question, 5, "hybrid", None]}, timeout=WAIT)
+    return httpx.post(f"{url}gradio_api/call/search", json={"data": [question, 5, "hybrid", None, None]}, timeout=WAIT)
 
 
 def _result(url: str, event_id: str) -> str:

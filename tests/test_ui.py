@@ -21,8 +21,9 @@ from qa.search import Hit, SearchResult
 from qa.split import Passage, Source
 from tests.conftest import SEEDS, LiveApp, launched_app
 from ui import render
-from ui.app import EXAMPLES, FeedbackLog
+from ui.app import FeedbackLog
 from ui.progress import stage_progress
+from ui.texts import EXAMPLES
 
 UPLOAD_LIMIT = 64 * 1024
 XSS_QUESTION = "蓝鲸牌保温杯的容量是多少"

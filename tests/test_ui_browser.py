@@ -265,7 +265,7 @@ def test_a_full_queue_is_said_in_chinese(browser, hash_index):
         page.goto(url)
         page.locator("#qa-question textarea").wait_for()
         for question in ("慢问题一", "慢问题二"):  # one running, one waiting: the queue is full
-            data = {"data": [question, 5, "hybrid", None]}
+            data = {"data": [question, 5, "hybrid", None, None]}
             assert httpx.post(f"{url}gradio_api/call/search", json=data, timeout=30).status_code == 200
             if question == "慢问题一":
                 assert encoder.waiting.acquire(timeout=30)

@@ -14,6 +14,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qa serve", description="Start the web chat.")
     parser.add_argument("--docs", default=DEFAULT_DOCS)
     parser.add_argument("--index", default=DEFAULT_INDEX)
+    parser.add_argument(
+        "--kb", action="append", default=[], metavar="NAME=FOLDER", help="a knowledge base (repeatable)"
+    )
     parser.add_argument("--model", default=None)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=7860)
@@ -25,11 +28,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="qa: %(levelname)s: %(message)s")
     for noisy in ("faiss", "faiss.loader", "bm25s", "jieba", "sentence_transformers", "httpx", "transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    from qa.kb import parse_spec
     from ui.serve import serve
 
     try:
+        kbs = [parse_spec(spec) for spec in args.kb]
         return serve(docs_dir=args.docs, index_dir=args.index, host=args.host, port=args.port, share=args.share,
-                     model=args.model, auth_file=args.auth)  # fmt: skip
+                     model=args.model, auth_file=args.auth, kbs=kbs)  # fmt: skip
     except QAError as exc:
         print(f"qa: error: {exc}", file=sys.stderr)
         return 1

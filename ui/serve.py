@@ -6,11 +6,13 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from qa import DEFAULT_DOCS, DEFAULT_INDEX, QAError, Retriever, Stage, make_encoder, open_or_build
 from qa.auth import Users
+from qa.embed import Encoder, configured_model
+from qa.kb import KnowledgeBase, check_distinct, default_kb
 from qa.stores.local import set_faiss_threads
 from ui.app import create_app, launch_app
 
@@ -22,11 +24,15 @@ def _say(msg: str) -> None:
 
 
 def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str | None = None,
-                      say: Callable[[str], None] = _say, background: bool = False) -> Retriever:  # fmt: skip
+                      say: Callable[[str], None] = _say, background: bool = False,
+                      encoders: dict[str, Encoder] | None = None) -> Retriever:  # fmt: skip
     """Build or update the index when it is missing or stale, then load it and warm up the model:
     now, or with `background` in a thread, so that the page is served meanwhile (a search that
-    needs the model waits for it; a lexical one needs only jieba)."""
+    needs the model waits for it; a lexical one needs only jieba). `encoders`, shared by the
+    knowledge bases of one server, keeps one loaded model per model name."""
     last: list[Stage] = []
+    name = model or configured_model()
+    shared = encoders.setdefault(name, make_encoder(name)) if encoders is not None else None
 
     def progress(stage: Stage, done: int, total: int) -> None:
         if not last:
@@ -35,12 +41,14 @@ def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str
             last.append(stage)
             say(f"  {stage.value}" + (f" ({total})" if total > 1 else ""))
 
-    opened = open_or_build(docs_dir, index_dir, model=model, on_progress=progress)
+    opened = open_or_build(docs_dir, index_dir, model=model, encoder=shared, on_progress=progress)
     if opened.report is not None:
         r = opened.report
         say(f"Index ready ({'; '.join(opened.reasons[:5])}): {r.documents} documents, {r.passages} passages "
             f"({r.embedded} text units embedded, {r.reused} reused), {r.seconds:.1f} s.")  # fmt: skip
-    retriever = Retriever(opened.index, opened.encoder or (make_encoder(model) if model else None))
+    built_with = opened.index.manifest.model.name if opened.index.manifest.model else None
+    encoder = shared if shared is not None and built_with == name else None
+    retriever = Retriever(opened.index, encoder or opened.encoder or (make_encoder(model) if model else None))
     if background:
         threading.Thread(target=_warm_up, args=(retriever, say), name="qa-warm-up", daemon=True).start()
     else:
@@ -62,10 +70,13 @@ def _warm_up(retriever: Retriever, say: Callable[[str], None]) -> None:
 
 def serve(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = DEFAULT_INDEX, host: str = "127.0.0.1",
           port: int = 7860, share: bool = False, model: str | None = None, *,
-          feedback_path: str | Path | None = None, auth_file: str | Path | None = None) -> int:  # fmt: skip
+          feedback_path: str | Path | None = None, auth_file: str | Path | None = None,
+          kbs: Sequence[KnowledgeBase] = ()) -> int:  # fmt: skip
     """Run the chat until Ctrl+C: update the index if needed, launch on host:port while the
     model loads (the first search waits for it). With `auth_file` everyone logs in and only
-    editors change documents; without it, a server reachable beyond this machine is read-only."""
+    editors change documents; without it, a server reachable beyond this machine is read-only.
+    With `kbs`, each knowledge base gets its own index and the chat a picker; without, the one
+    knowledge base is `docs_dir` with its index in `index_dir`."""
     started = time.perf_counter()
     users = Users.load(auth_file) if auth_file is not None else None
     editable = users is not None or (host in LOOPBACK and not share)
@@ -76,8 +87,13 @@ def serve(docs_dir: str | Path = DEFAULT_DOCS, index_dir: str | Path = DEFAULT_I
             f"then qa serve --auth users.tsv"
         )
     set_faiss_threads(1)  # searches run side by side: one thread each (see qa.stores.local)
-    retriever = prepare_retriever(docs_dir, index_dir, model=model, background=True)
-    app = create_app(retriever, docs_dir, feedback_path=feedback_path, users=users, editable=editable)
+    chosen = check_distinct(kbs) if kbs else [default_kb(docs_dir, index_dir)]
+    encoders: dict[str, Encoder] = {}
+    retrievers = {kb.name: prepare_retriever(kb.docs_dir, kb.index_dir, model=model, background=True,
+                                             encoders=encoders) for kb in chosen}  # fmt: skip
+    source = retrievers if kbs else retrievers[chosen[0].name]
+    app = create_app(source, None if kbs else docs_dir, feedback_path=None if kbs else feedback_path, users=users,
+                     editable=editable)  # fmt: skip
     try:
         url = launch_app(app, host=host, port=port, share=share, prevent_thread_lock=True)
     except OSError as exc:

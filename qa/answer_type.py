@@ -18,7 +18,6 @@ Rules as data, like bm25s's stopword lists; no model.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,7 +72,7 @@ _KINDRED: dict[str, tuple[str, ...]] = {
     "座": ("座", "个"),
     "栋": ("栋",),
     "间": ("间",),
-    "元": ("元",),
+    "元": ("元", "美元", "日元", "日圆", "港元", "欧元", "英镑"),
     "米": ("米",),
     "%": ("%", "成", "百分之"),
 }
@@ -105,18 +104,19 @@ _QUANTITY_QUESTION = re.compile(
 # The measure a quantity question names: 多少/几, an optional magnitude (多少亿剂次, 多少万人), then
 # the measure word; or 百分之几/百分之多少 (a share).
 _ASKED_MEASURE = re.compile(rf"(?:多少|(?<!哪)几)(?:[万亿千百])?({_MEASURES})|(百分之(?:多少|几))")
-_YEAR_QUESTION = re.compile(r"哪一?年|何年|\b(?:what|which) year\b", re.IGNORECASE)
+_YEAR_QUESTION = re.compile(r"哪一?年|何年|(?:西元|公元)几年|\b(?:what|which) year\b", re.IGNORECASE)
 _DAY_QUESTION = re.compile(
     r"哪一?天|几号|几日|几月几|\b(?:what|which) (?:date|day)\b|\bon (?:what|which) day\b", re.IGNORECASE
 )
-_YEAR = re.compile(r"(?:[0-9]{2}|[0-9]{4}|20xx|[〇零一二三四五六七八九]{2,4})\s*年|今年|去年|明年|前年", re.IGNORECASE)
+# A year as written: 1995年, 383年, 20xx年, 二〇二〇年, an era's (至元十一年, 民国元年), a decade (六十年代).
+_YEAR = re.compile(r"(?:[0-9]{1,4}|20xx|[〇零元一二三四五六七八九十百]+)\s*年|年代|今年|去年|明年|前年", re.IGNORECASE)
 _DAY = re.compile(
     r"[0-9一二三四五六七八九十]{1,3}\s*[日号]|今天|昨天|明天|前天|除夕|元旦|初[一二三四五六七八九十]|"
     r"\b(?:january|february|march|april|may|june|july|august|september|october|november|december)\s+[0-9]{1,2}\b",
     re.IGNORECASE,
 )
 _DATE_QUESTION = re.compile(
-    r"哪一?天|哪一?年|哪个月|几月|几号|几日|何时|什么时候|什么时间|哪个时候|何年|日期|"
+    r"哪一?天|哪一?年|哪个月|几月|几号|几日|何时|什么时候|什么时间|哪个时候|何年|(?:西元|公元)几年|日期|"
     r"\bwhen\b|\bwhat (?:date|day|year|month|time)\b|\bwhich (?:date|day|year|month)\b",
     re.IGNORECASE,
 )
@@ -124,7 +124,17 @@ _DATE_QUESTION = re.compile(
 # with a measure word or a unit after it, or a percentage. A date or a time (4日, 3月, 8时) is
 # not a quantity.
 _NUMERAL = r"(?:[0-9][0-9,，.]*|[零〇一二两三四五六七八九十百千]+)(?:\s*[多余来])?(?:\s*[万亿千百]+)?(?:\s*[多余])?"
-_MEASURE = r"[个名位人次天周岁种项家所条件例批轮支台辆架吨倍成管份张间床剂针层场只头米元克座栋遍]|公里|公斤|千克|小时|分钟|钟头|万|亿"
+_MEASURE = (
+    r"平方公里|平方千米|平方米|公顷|公里|公斤|千克|千米|毫米|厘米|公分|公厘|毫升|小时|分钟|钟头|美元|日元|日圆|港元|欧元|英镑|"
+    r"[个名位人次天周岁种项家所条件例批轮支台辆架吨倍成管份张间床剂针层场只头米元克座栋遍亩升度万亿]|"
+    r"(?:km|cm|mm|kg|m)\b"
+)
+# A span of years (多少年, 几年): 7年, 一百多年, 2,400万年; not a calendar year (1995年).
+_YEARS = re.compile(f"(?P<n>{_NUMERAL})\\s*个?年(?!代)")
+_CALENDAR_YEAR = re.compile(r"(?:1[0-9]|20)[0-9]{2}")
+# Without a measure (多大, 多久, 比例, how many): any figure that is not a date or a time (4日, 8时),
+# a fraction (五分之一) included.
+_FIGURE = re.compile(f"[0-9][0-9,.]*(?![0-9,.]*\\s*[年月日号时点])|分之|{_NUMERAL}\\s*(?:{_MEASURE})")
 _NUMBER = re.compile(f"{_NUMERAL}\\s*(?P<unit>{_MEASURE})|[0-9.]+\\s*[%％]|百分之[零〇一二三四五六七八九十百点]+")
 _DATE = re.compile(
     r"[0-9]{4}\s*年|[0-9一二三四五六七八九十]{1,3}\s*月\s*[0-9一二三四五六七八九十]{0,3}\s*[日号]?|"
@@ -145,6 +155,13 @@ class Asked:
     kind: AnswerType
     measures: tuple[str, ...] = ()
     counted: str | None = None  # what a quantity counts, when named after its measure: 几名药剂师 → 药剂师
+    ordinal: bool = False  # 第几名, 第几张: the answer is an ordinal (第3名)
+
+    @property
+    def checkable(self) -> bool:
+        """Whether a text can be checked for an answer of this kind: a quantity, a year or a day.
+        An open date question (什么时候, when) is answered by eras and seasons as often as by dates."""
+        return self.kind == "quantity" or (self.kind == "date" and bool(self.measures))
 
 
 ANY = Asked("any")
@@ -153,7 +170,7 @@ ANY = Asked("any")
 def asked(question: str) -> Asked:
     """The kind of answer `question` asks for: the question word that comes first (How long …
     when …? asks a quantity), a date on a tie (几月几号 is a date)."""
-    q = unicodedata.normalize("NFKC", question)
+    q = fold(question)
     date, quantity = _DATE_QUESTION.search(q), _QUANTITY_QUESTION.search(q)
     if date and (quantity is None or date.start() <= quantity.start()):
         return Asked("date", ("年",) if _YEAR_QUESTION.search(q) else ("日",) if _DAY_QUESTION.search(q) else ())
@@ -163,7 +180,8 @@ def asked(question: str) -> Asked:
     if m is not None:
         if m.group(2):
             return Asked("quantity", _KINDRED["%"])
-        return Asked("quantity", _KINDRED[m.group(1)], leading_noun(q[m.end() :]))
+        ordinal = q[max(0, m.start() - 1) : m.start()] == "第"
+        return Asked("quantity", _KINDRED[m.group(1)], leading_noun(q[m.end() :]), ordinal)
     noun = _COUNTED_NOUN.search(q)
     return Asked("quantity", _COUNTED[noun.group(1)] if noun else ())
 
@@ -179,20 +197,27 @@ def holds_type(text: str, kind: AnswerType | Asked) -> bool:
     a = kind if isinstance(kind, Asked) else Asked(kind)
     if a.kind == "any":
         return True
-    t = unicodedata.normalize("NFKC", text)
+    t = fold(text)
     if a.kind == "date":
         return bool({"年": _YEAR, "日": _DAY}.get(a.measures[0] if a.measures else "", _DATE).search(t))
+    if not a.measures:
+        return bool(_FIGURE.search(t))
+    if "年" in a.measures and any(not _CALENDAR_YEAR.fullmatch(m.group("n").strip()) for m in _YEARS.finditer(t)):
+        return True
     for m in _NUMBER.finditer(t):
-        if t[max(0, m.start() - 1) : m.start()] == "第":  # 第3次, 第一位: an ordinal is not a count
+        if t[max(0, m.start() - 1) : m.start()] == "第" and not a.ordinal:  # 第3次 is no count
             continue
-        if not a.measures:
-            return True
         if m.group("unit") is None or m.group("unit") == "成":  # 90%, 百分之九十, 七成
             if "%" in a.measures:
                 return True
-        elif t.startswith(a.measures, m.start("unit")):  # the measure as written: 3个小时, 2566.5万人
+        elif t.startswith(a.measures, m.start("unit")) or _people_in_myriads(m, a):  # 3个小时, 2566.5万人
             return True
     return False
+
+
+def _people_in_myriads(m: re.Match[str], a: Asked) -> bool:
+    """人口3400万: a count of people given in 万 or 亿 alone."""
+    return m.group("unit") in ("万", "亿") and a.measures[0] in ("人", "名", "位", "例")
 
 
 def names_counted(text: str, kind: Asked) -> bool:

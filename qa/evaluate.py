@@ -433,9 +433,12 @@ def calibrate(result: EvalResult, retriever: Retriever, *, max_false_refusals: f
     that never saw it or its paraphrases), which is what new questions will get:
     "not found" below the `threshold` that refuses at most `max_false_refusals` of the
     answerable questions; "answered" from the `confident` level that at most
-    `max_false_answers` of the unanswerable ones reach; "uncertain" in between.
+    `max_false_answers` of the unanswerable ones reach; "uncertain" in between. The checks
+    that can only lower a confidence (`calibration.VETO_FEATURES`) are fitted last, on the
+    others' logits, and leave the levels alone; the cross-validated figures include them.
     """
     features = calibration.DENSE_FEATURES if retriever.has_dense else calibration.LEXICAL_FEATURES
+    base = tuple(f for f in features if f not in calibration.VETO_FEATURES)
     usable = [r for r in result.rows if r["top_features"]]
     y = np.array([bool(r["answerable"]) for r in usable])
     if y.sum() < folds or (~y).sum() < folds:
@@ -443,11 +446,18 @@ def calibrate(result: EvalResult, retriever: Retriever, *, max_false_refusals: f
             f"Calibration needs at least {folds} answerable and {folds} unanswerable questions "
             '("answers": []) in the set.'
         )
-    x = np.array([[r["top_features"].get(f, 0.0) for f in features] for r in usable])
+    x = np.array([[r["top_features"].get(f, 0.0) for f in base] for r in usable])
     oof = out_of_fold(x, y, [r.get("group") or r["id"] for r in usable], folds)
     threshold = refusal_threshold(oof[y], max_false_refusals)
     confident = max(threshold, answer_threshold(oof[~y], max_false_answers))
     weights, bias = calibration.fit_logistic(x, y, l2=CALIBRATION_L2)
+    vetoes = [f for f in features if f in calibration.VETO_FEATURES]
+    logits, oof_logits = x @ weights + bias, np.log(oof / (1 - oof))
+    for f in vetoes:  # fitted on the others' logits; the levels above stay where they are
+        flags = np.array([float(r["top_features"].get(f, 0.0)) for r in usable])
+        w = calibration.fit_veto(logits, flags, y, l2=CALIBRATION_L2)
+        weights, logits, oof_logits = np.append(weights, w), logits + w * flags, oof_logits + w * flags
+    oof = 1.0 / (1.0 + np.exp(-oof_logits))
     details = {
         "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"), "queries": len(usable), "folds": folds,
         "max_false_refusals": max_false_refusals, "max_false_answers": max_false_answers,
@@ -456,7 +466,7 @@ def calibrate(result: EvalResult, retriever: Retriever, *, max_false_refusals: f
         "cv_auroc": round(auroc(oof.tolist(), y.tolist()), 4),
     }  # fmt: skip
     return Calibration(
-        features, tuple(round(float(w), 4) for w in weights), round(bias, 4), round(threshold, 4),
+        base + tuple(vetoes), tuple(round(float(w), 4) for w in weights), round(bias, 4), round(threshold, 4),
         round(confident, 4), True, source, details,
     )  # fmt: skip
 

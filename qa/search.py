@@ -483,9 +483,9 @@ def make_hits(index: Index, q: Query, ranked: Sequence[tuple[Candidate, float]],
             evidence_span(candidates.units.get(c.id), p.text, q.tokens, weights, kind)
             if q.vector is not None else keyword_evidence(p.text, q.tokens, weights)
         )  # fmt: skip
-        shown = p.text[evidence[0] : evidence[1]] if evidence else p.text
+        untyped = kind.checkable and not (holds_type(p.text, kind) and names_counted(p.text, kind))
         feats = hit_features(c.dense, _reference(candidates.reference, c.id), _coverage(q.tokens, weights, p.text),
-                             latin, c.lexical, untyped=not (holds_type(shown, kind) and names_counted(p.text, kind)))  # fmt: skip
+                             latin, c.lexical, untyped=untyped)  # fmt: skip
         conf = calibration.confidence(cal, feats)
         hits.append(
             Hit(rank, score, p.text, p.sources, highlight_spans(p.text, q.tokens), p.id, conf, conf < limit,
@@ -593,9 +593,8 @@ def _reference(reference: list[tuple[str, float]], pid: str) -> float | None:
 def hit_features(dense: float, reference: float | None, coverage: float, latin: float, bm25: float, *,
                  untyped: bool = False) -> dict[str, float]:  # fmt: skip
     """The inputs of the calibrated confidence (see qa.calibration). `untyped`: the question asks
-    for a quantity or a date (qa.answer_type) and the sentence the answer line would show holds
-    none of that kind, or the passage never names what is counted (几名药剂师): the mark of a
-    near-topic passage."""
+    for a quantity, a year or a day (qa.answer_type) and the passage holds none of that kind, or
+    never names what is counted (几名药剂师): the mark of a near-topic passage."""
     return {
         "dense": dense,
         "gap": dense - reference if reference is not None else 0.0,

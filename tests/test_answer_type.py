@@ -90,3 +90,26 @@ def test_the_thing_counted_must_be_named() -> None:
     assert not names_counted("医疗队有4名医生、11名护士", pharmacists)
     assert names_counted("医疗队有2名藥劑師", pharmacists)  # compared folded: traditional characters too
     assert names_counted("任何文字", asked("一共采样了多少人"))  # nothing named, nothing to check
+
+
+def test_wikipedia_style_answers_are_recognised() -> None:
+    """Rules checked on CMRC 2018 trial and DRCD test questions (public training data)."""
+    assert holds_type("高英是北魏皇家的第二位皇后", asked("高英是第几位皇后？"))  # 第几 wants an ordinal
+    assert holds_type("居俄联邦的63位", asked("位居俄联邦的第几位？"))
+    assert asked("南斯拉夫与中华人民共和国建交于西元几年?") == Asked("date", ("年",))
+    assert holds_type("至元十一年元军发动第一次侵日战争", asked("第一次侵日战争发生在哪一年？"))
+    assert holds_type("生存了近2,400万年", asked("生存了多少年？"))
+    assert not holds_type("1995年开始运作", asked("运作了多少年？"))  # a calendar year is no span of years
+    assert holds_type("核心保护区约22平方公里", asked("核心保护区有多大？"))  # no measure asked: any figure
+    assert not holds_type("2022年3月28日起实施", asked("核心保护区有多大？"))  # but not a date
+    assert holds_type("雅魯藏布江流域面積僅占西藏總面積的五分之一", asked("占多少比例"))
+    assert holds_type("在香港居住滿七年", asked("必須在香港住滿多少年?"))  # traditional characters folded
+    assert holds_type("人口顛峰值則為3400萬", asked("人口巔峰值大約多少人?"))
+    assert holds_type("罚款300美元", asked("可罚多少元？"))
+
+
+def test_only_a_quantity_a_year_or_a_day_is_checked() -> None:
+    assert asked("上海全市核酸筛查一共采样了多少人？").checkable
+    assert asked("新冠分级治疗制度是哪一年推行的").checkable and asked("是哪一天启动的").checkable
+    assert not asked("乡里组织什么时候开始瓦解的？").checkable  # answered by 唐末, 春季化雪的时候
+    assert not asked("张文宏医生是哪家医院的？").checkable

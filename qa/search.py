@@ -161,6 +161,7 @@ class Candidates:
     units: dict[str, list[ScoredUnit]]  # unit cosines of each candidate (evidence, exact dense score)
     lexical_max: float  # the best BM25 in the corpus for this query
     reference: list[tuple[str, float]]  # the best dense passages (id, cosine), for the "gap" feature
+    passages: dict[str, Passage] = field(default_factory=dict)  # the candidates, fetched once
 
 
 class Reranker(Protocol):
@@ -365,7 +366,7 @@ class Retriever:
         q = self._understand(text, index, mode)
         candidates = gather_candidates(index, q, mode, k, self._background_scores(q))
         ranked = fuse(candidates.items, self.fusion if mode == "hybrid" else mode, candidates.lexical_max)
-        passages = {p.id: p for p in index.stores.passages.get([c.id for c, _ in ranked[: max(k, 20)]])}
+        passages = {c.id: candidates.passages[c.id] for c, _ in ranked[: max(k, 20)]}  # fetched with the candidates
         if self.reranker is not None:
             ranked = self.reranker.rerank(q, ranked, passages)
         return Ranking(q, ranked, candidates, passages)
@@ -438,7 +439,8 @@ def gather_candidates(index: Index, q: Query, mode: Mode, k: int, background: Se
         lex.update(stores.keywords.scores(q.tokens, q.latin, missing))
     dense_rank = {i: r for r, (i, _) in enumerate(dense, start=1)}
     lex_rank = {i: r for r, (i, _) in enumerate(lexical, start=1)}
-    order = {p.id: (p.source.file, p.source.order) for p in stores.passages.get(ids)}
+    fetched = {p.id: p for p in stores.passages.get(ids)}  # one fetch: reading order now, texts later
+    order = {pid: (p.source.file, p.source.order) for pid, p in fetched.items()}
     items = [
         Candidate(i, _best(units.get(i)), lex.get(i, 0.0), dense_rank.get(i), lex_rank.get(i), order.get(i, ("", 0)))
         for i in ids
@@ -446,7 +448,7 @@ def gather_candidates(index: Index, q: Query, mode: Mode, k: int, background: Se
     ]
     reference = [(i, _best(units.get(i)) if i in units else s) for i, s in dense[: REFERENCE + 1]]
     reference += [("", s) for s in background]
-    return Candidates(items, units, lexical[0][1] if lexical else 0.0, reference)
+    return Candidates(items, units, lexical[0][1] if lexical else 0.0, reference, fetched)
 
 
 FOLLOWUP_DEPTH = 20  # how deep each of a follow-up's two rankings goes before they are fused

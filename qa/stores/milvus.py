@@ -636,11 +636,22 @@ class MilvusKeywordStore:
     def __init__(self, conn: Connection, name: str) -> None:
         self._conn = conn
         self.name = name
+        # idf needs the passage count and each token's document frequency: two round trips a
+        # question. They change only with the collection, and an index is reopened when another
+        # process changes it (Retriever.refresh), so they are kept until this store writes.
+        self._count: int | None = None
+        self._idf: dict[str, float] = {}
 
     def __len__(self) -> int:
-        return self._conn.count(self.name)
+        if self._count is None:
+            self._count = self._conn.count(self.name)
+        return self._count
+
+    def _changed(self) -> None:
+        self._count, self._idf = None, {}
 
     def upsert(self, passages: Sequence[Passage]) -> None:
+        self._changed()
         rows: dict[str, dict[str, Any]] = {}
         for p in passages:
             tokens = tokenize(p.text)
@@ -660,6 +671,7 @@ class MilvusKeywordStore:
             self._conn.write("upsert", self.name, list(batch))
 
     def delete(self, passage_ids: Collection[str]) -> None:
+        self._changed()
         for batch in _batches(sorted(set(passage_ids)), BATCH):
             self._conn.write("delete", self.name, ids=list(batch))
 
@@ -718,18 +730,15 @@ class MilvusKeywordStore:
         tokens = list(tokens)
         if not tokens:
             return np.zeros(0, dtype=np.float32)
-        n = len(self)
-        out = np.full(len(tokens), np.log(1 + (n + 0.5) / 0.5), dtype=np.float32)
-        distinct = list(dict.fromkeys(tokens))
-        found: dict[str, float] = {}
-        for batch in _batches(distinct, BATCH):
+        unseen = np.log(1 + (len(self) + 0.5) / 0.5)  # df 0
+        new = [t for t in dict.fromkeys(tokens) if t not in self._idf]
+        for batch in _batches(new, BATCH):
             results = self._conn.read("search", self.name, data=[_terms([t]) for t in batch], anns_field="words_idf",
                                       limit=1, search_params={"metric_type": "BM25"})  # fmt: skip
-            found.update((t, float(hits[0]["distance"])) for t, hits in zip(batch, results, strict=True) if hits)
-        for i, t in enumerate(tokens):
-            if t in found:
-                out[i] = found[t]
-        return out
+            self._idf.update(
+                (t, float(hits[0]["distance"]) if hits else unseen) for t, hits in zip(batch, results, strict=True)
+            )
+        return np.array([self._idf[t] for t in tokens], dtype=np.float32)
 
 
 # ---------------------------------------------------------------- the manifest in Milvus

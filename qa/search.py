@@ -31,7 +31,7 @@ from qa.index import Index, check_model
 from qa.lexical import fold, latin_terms, replace_surrogates, tokenize
 from qa.manifest import Calibration, Manifest, Verdict
 from qa.split import Passage, Source, split_sentences
-from qa.stores import ScoredUnit
+from qa.stores import Neighbours, ScoredUnit
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,6 @@ class SearchResult:
 
 
 # The passages before and after one place (None at a document's edge).
-Neighbours = tuple[Passage | None, Passage | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,8 +290,8 @@ class Retriever:
         """The passages before and after the first `per_hit` places of each hit, by (file, order),
         each place asked of the store once: what a reply shows around its passages, gathered
         before rendering so that the renderer never reaches a store."""
-        wanted = dict.fromkeys((s.file, s.order, s) for h in hits for s in h.sources[:per_hit])
-        return {(file, order): self.neighbours(source) for file, order, source in wanted}
+        wanted = {(s.file, s.order): s for h in hits for s in h.sources[:per_hit]}
+        return self.index.stores.passages.neighbours_of(list(wanted.values()))
 
     def refresh(self, *, force: bool = False) -> bool:
         """Reload the index if another process (another server, `qa index build`) changed it.

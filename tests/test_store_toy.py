@@ -42,6 +42,9 @@ class DictPassages:
         places = {(s.file, s.order): p for p in self._by_id.values() for s in p.sources}
         return places.get((source.file, source.order - 1)), places.get((source.file, source.order + 1))
 
+    def neighbours_of(self, sources: Sequence[Source]) -> dict[tuple[str, int], tuple[Passage | None, Passage | None]]:
+        return {(s.file, s.order): self.neighbours(s) for s in sources}
+
     def upsert(self, passages: Sequence[Passage]) -> None:
         for p in passages:
             mine = {(s.file, s.order) for s in p.sources}

@@ -155,6 +155,8 @@ class StoreContract:
         for p in PASSAGES[::7] + PASSAGES[-3:]:
             for s in p.sources:
                 assert store.neighbours(s) == reference.neighbours(s)
+        sources = [s for p in PASSAGES for s in p.sources]
+        assert store.neighbours_of(sources) == {(s.file, s.order): reference.neighbours(s) for s in sources}
         edge = PASSAGES[-4]
         assert edge.source.file == '边界/edge\'s "file".txt' and store.get([edge.id]) == [edge]
         paged = PASSAGES[-1]

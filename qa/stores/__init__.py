@@ -29,6 +29,8 @@ import numpy as np
 from qa.errors import IndexMismatchError
 from qa.split import Passage, Source, Unit  # Unit lives with the splitter that makes it
 
+Neighbours = tuple[Passage | None, Passage | None]  # the passages before and after a place
+
 if TYPE_CHECKING:
     from qa.manifest import Manifest, StoreInfo
 
@@ -54,6 +56,11 @@ class PassageStore(Protocol):
 
     def neighbours(self, source: Source) -> tuple[Passage | None, Passage | None]:
         """The passages before and after `source` in its document."""
+        ...
+
+    def neighbours_of(self, sources: Sequence[Source]) -> dict[tuple[str, int], Neighbours]:
+        """`neighbours` of each of these places, by (file, order), in as few lookups as the
+        store can: what one reply shows around its passages."""
         ...
 
     def upsert(self, passages: Sequence[Passage]) -> None: ...

@@ -31,7 +31,7 @@ from qa.folder import fsync_tree, sha256_file, swap_into_place, verify_files
 from qa.lexical import LexicalIndex, tokenize
 from qa.manifest import MANIFEST, FileEntry, Manifest, StoreInfo
 from qa.split import Passage, Source
-from qa.stores import ScoredUnit, Stores, Unit, check_query
+from qa.stores import Neighbours, ScoredUnit, Stores, Unit, check_query
 from qa.stores.rows import source_from_dict, source_to_dict
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,9 @@ class PassageTable:
         before = self._at.get((source.file, source.order - 1))
         after = self._at.get((source.file, source.order + 1))
         return (self._by_id.get(before) if before else None, self._by_id.get(after) if after else None)
+
+    def neighbours_of(self, sources: Sequence[Source]) -> dict[tuple[str, int], Neighbours]:
+        return {(s.file, s.order): self.neighbours(s) for s in sources}
 
     def upsert(self, passages: Sequence[Passage]) -> None:
         self.delete([p.id for p in passages if p.id in self._by_id])

@@ -58,7 +58,7 @@ from qa.errors import IndexCorruptError, IndexMismatchError, QAError, StoreError
 from qa.lexical import BM25_PARAMS, pinyin_terms, tokenize
 from qa.manifest import MANIFEST, Manifest, StoreInfo
 from qa.split import Passage, Source
-from qa.stores import ScoredUnit, Stores, Unit, check_query
+from qa.stores import Neighbours, ScoredUnit, Stores, Unit, check_query
 from qa.stores.rows import source_from_dict, source_to_dict
 
 log = logging.getLogger(__name__)
@@ -485,11 +485,18 @@ class MilvusPassageStore:
         return iter(sorted((_passage(r) for r in rows), key=_reading_order))
 
     def neighbours(self, source: Source) -> tuple[Passage | None, Passage | None]:
-        before, after = _place(source.file, source.order - 1), _place(source.file, source.order + 1)
-        at = {r["place"]: str(r["passage_id"]) for r in self._conn.read("get", self.places, ids=[before, after],
-                                                                          output_fields=["passage_id"])}  # fmt: skip
-        found = {p.id: p for p in self.get(list(at.values()))}
-        return found.get(at.get(before, "")), found.get(at.get(after, ""))
+        return self.neighbours_of([source])[(source.file, source.order)]
+
+    def neighbours_of(self, sources: Sequence[Source]) -> dict[tuple[str, int], Neighbours]:
+        """Two round trips for all of them: the places around each, then their passages."""
+        around = {(s.file, s.order): (_place(s.file, s.order - 1), _place(s.file, s.order + 1)) for s in sources}
+        wanted = sorted({place for pair in around.values() for place in pair})
+        at: dict[str, str] = {}
+        for batch in _batches(wanted, BATCH):
+            rows = self._conn.read("get", self.places, ids=list(batch), output_fields=["passage_id"])
+            at.update((r["place"], str(r["passage_id"])) for r in rows)
+        found = {p.id: p for p in self.get(sorted(set(at.values())))}
+        return {key: (found.get(at.get(b, "")), found.get(at.get(a, ""))) for key, (b, a) in around.items()}
 
     def upsert(self, passages: Sequence[Passage]) -> None:
         latest = {p.id: p for p in passages}

@@ -200,6 +200,8 @@ def test_in_chromium_the_picker_switches_the_chat_and_the_documents(two_bases: T
             page = browser.new_context(viewport={"width": 1280, "height": 1000}, locale="zh-CN").new_page()
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(two_bases.url)
+            page.locator("#qa-kb").wait_for()
+            assert page.get_by_text("示例问题").count() == 0  # the seeds' examples fit one knowledge base only
             ask(page, SEED_QUESTION)
             assert "2566.5万人" in page.locator("#qa-chat .qa-answer").last.inner_text()
 

@@ -122,6 +122,7 @@ def create_app(
     from, its own feedback log, and a picker in the page). With `users`, everyone logs in and
     only editors may upload or remove documents; without, `editable` decides for everyone."""
     if isinstance(source, Mapping):
+        examples = () if examples is texts.EXAMPLES else examples
         bases = {name: Library(r, r.manifest.docs_dir, max_upload_bytes=max_upload_bytes) for name, r in source.items()}
     else:
         one = source if isinstance(source, Retriever) else Retriever.load(source, encoder=encoder)
@@ -302,7 +303,8 @@ def create_app(
                         )  # fmt: skip
                         send = gr.Button("提问", variant="primary", scale=1, min_width=80, elem_id="qa-send")
                         clear = gr.Button("清空对话", scale=1, min_width=80, elem_id="qa-clear")
-                    gr.Examples([[q] for q in examples], inputs=[question], label="示例问题")
+                    if examples:  # the seed corpus's; several knowledge bases get none unless given
+                        gr.Examples([[q] for q in examples], inputs=[question], label="示例问题")
                     with gr.Accordion("设置", open=False):
                         k = gr.Slider(1, min(20, MAX_K), value=DEFAULT_K, step=1, label="返回段落数")
                         mode = gr.Radio(modes, value=modes[0][1], label="检索方式")

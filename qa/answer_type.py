@@ -186,11 +186,6 @@ def asked(question: str) -> Asked:
     return Asked("quantity", _COUNTED[noun.group(1)] if noun else ())
 
 
-def asked_type(question: str) -> AnswerType:
-    """The kind alone: "quantity", "date" or "any"."""
-    return asked(question).kind
-
-
 def holds_type(text: str, kind: AnswerType | Asked) -> bool:
     """Whether `text` holds an answer of the kind asked (always True for "any"); with an `Asked`
     that names measures, a quantity counted in one of them."""

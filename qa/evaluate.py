@@ -452,7 +452,8 @@ def calibrate(result: EvalResult, retriever: Retriever, *, max_false_refusals: f
     confident = max(threshold, answer_threshold(oof[~y], max_false_answers))
     weights, bias = calibration.fit_logistic(x, y, l2=CALIBRATION_L2)
     vetoes = [f for f in features if f in calibration.VETO_FEATURES]
-    logits, oof_logits = x @ weights + bias, np.log(oof / (1 - oof))
+    clipped = np.clip(oof, 1e-12, 1 - 1e-12)  # a confidence of exactly 0 or 1 has no finite logit
+    logits, oof_logits = x @ weights + bias, np.log(clipped / (1 - clipped))
     for f in vetoes:  # fitted on the others' logits; the levels above stay where they are
         flags = np.array([float(r["top_features"].get(f, 0.0)) for r in usable])
         w = calibration.fit_veto(logits, flags, y, l2=CALIBRATION_L2)

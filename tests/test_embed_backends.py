@@ -105,6 +105,39 @@ def test_threads_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         SentenceTransformerEncoder(threads=0)
 
 
+def test_precision_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QA_PRECISION", "half")
+    with pytest.raises(ModelError, match=r"QA_PRECISION='half' is not one of auto, float32, bfloat16"):
+        SentenceTransformerEncoder()
+    monkeypatch.setenv("QA_PRECISION", "float32")
+    assert not SentenceTransformerEncoder().bfloat16_batches
+    monkeypatch.setenv("QA_PRECISION", "bfloat16")
+    assert SentenceTransformerEncoder().bfloat16_batches
+    assert not SentenceTransformerEncoder(backend="openvino").bfloat16_batches  # torch only
+    monkeypatch.delenv("QA_PRECISION")
+    monkeypatch.setattr(backends, "native_bfloat16", lambda: False)
+    monkeypatch.setattr("qa.embed.native_bfloat16", lambda: False)
+    assert not SentenceTransformerEncoder().bfloat16_batches  # "auto" on a CPU without it: float32
+
+
+@pytest.mark.model
+def test_bfloat16_batches_keep_the_float32_vectors() -> None:
+    """Batches in bfloat16 (as `qa index build` embeds where the CPU has it) give the float32
+    vectors to cosine 0.999, and a call of a few texts (a question, the probe) stays float32."""
+    from qa.embed import BF16_MIN_TEXTS, probe_vector
+
+    units, _ = backends.calibration_texts(SEEDS, limit=64)
+    units = [t.removeprefix("passage: ") for t in units]
+    ref = SentenceTransformerEncoder(backend="torch", precision="float32")
+    bf16 = SentenceTransformerEncoder(backend="torch", precision="bfloat16")
+    assert "bfloat16" in bf16.source and "bfloat16" not in ref.source  # the manifest says how it was built
+    cos = (ref.encode_passages(units) * bf16.encode_passages(units)).sum(1)
+    assert cos.min() >= 0.999, cos.min()
+    few = units[: BF16_MIN_TEXTS - 1]
+    assert np.array_equal(ref.encode_passages(few), bf16.encode_passages(few))
+    assert np.array_equal(probe_vector(ref), probe_vector(bf16))  # the index's model check sees float32
+
+
 def test_load_kwargs() -> None:
     assert backends.load_kwargs("torch", 2) == {"backend": "torch"}
     kw = backends.load_kwargs("openvino-int8", 1)
@@ -247,7 +280,7 @@ def test_default_backend_matches_torch_float32(real_encoder) -> None:
     units, _ = backends.calibration_texts(SEEDS, limit=32)
     units = [t.removeprefix("passage: ") for t in units[1::2]]  # not the texts int8 was calibrated on
     queries = [q.query for q in load_queries(QUERIES)[::14]]
-    ref = SentenceTransformerEncoder(backend="torch")
+    ref = SentenceTransformerEncoder(backend="torch", precision="float32")
     cos_p = (ref.encode_passages(units) * real_encoder.encode_passages(units)).sum(1)
     cos_q = np.array([float(ref.encode_query(q) @ real_encoder.encode_query(q)) for q in queries])
     assert min(cos_p.min(), cos_q.min()) >= 0.99, (real_encoder.backend, cos_p.min(), cos_q.min())

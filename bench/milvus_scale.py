@@ -54,8 +54,7 @@ from qa.index import Stores  # noqa: E402
 from qa.lexical import LexicalIndex, latin_terms, tokenize  # noqa: E402
 from qa.search import CANDIDATES, Query, gather_candidates  # noqa: E402
 from qa.split import Passage  # noqa: E402
-from qa.stores import Unit  # noqa: E402
-from qa.stores import milvus  # noqa: E402
+from qa.stores import Unit, milvus  # noqa: E402
 from qa.stores.local import Bm25KeywordStore, FaissVectorStore, PassageTable  # noqa: E402
 
 
@@ -137,10 +136,11 @@ def measure(stores: Stores, qs: list[Query], exact: list[dict[str, float]], trip
         got, t = timed(lambda q=q: stores.keywords.search(q.tokens, q.latin, CANDIDATES))
         kw.append(t * 1000)
         ids = [i for i, _ in found]
-        missing = [i for i in ids if i not in dict(got)]
+        lexical = dict(got)
+        missing = [i for i in ids if i not in lexical]
         _, t = timed(lambda q=q, m=missing: stores.keywords.scores(q.tokens, q.latin, m))
         fill.append(t * 1000)
-        _, t = timed(lambda ids=ids: stores.passages.get(ids + [i for i, _ in got]))
+        _, t = timed(lambda ids=ids, more=list(lexical): stores.passages.get(ids + more))
         fetch.append(t * 1000)
     qv = np.stack([q.vector for q in qs])
     found = [stores.vectors.search(q.vector, CANDIDATES) for q in qs]  # type: ignore[union-attr]
@@ -198,7 +198,7 @@ def main() -> int:
         table = PassageTable(corpus.passages)
         for label, kind in (("faiss", None), ("faiss exact", "faiss-flat-ip")):  # as built at this size; exact
             faiss_store = FaissVectorStore(384, corpus.unit_ids, corpus.unit_spans, corpus.vectors, kind=kind)
-            _, t = timed(lambda: faiss_store.index)  # noqa: B023
+            _, t = timed(lambda store=faiss_store: store.index)
             local = Stores(table, keywords, faiss_store)
             report[label] = {"vectors": faiss_store.kind, "ann_build_s": round(t, 1), **measure(local, qs, exact, None)}
             print(label, report[label], flush=True)

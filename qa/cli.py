@@ -109,6 +109,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     index = Index.open(args.index)
     m = index.manifest
+    if args.verify:
+        from qa.folder import verify_files
+
+        verify_files(index.folder, m, full=True)
     if args.json:
         print(m.to_json())
         return 0
@@ -127,6 +131,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("Model:       none (keyword search only)")
     print(f"Splitter:    max {m.splitter.max_chars} characters, near-duplicates at Jaccard {m.splitter.near_dup}")
     print(f"Threshold:   {cal.threshold} ({'fitted on ' + cal.fitted_on if cal.fitted_on else 'default'})")
+    if args.verify:
+        print(f"Files:       {len(m.files)}, every checksum verified")
     changes = index.changes()
     print("Status:      " + ("stale: " + "; ".join(changes) + "; run qa index build" if changes else "up to date"))
     return 0
@@ -331,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--index", default=DEFAULT_INDEX)
     _add_kb(info)
     info.add_argument("--json", action="store_true", help="print the manifest")
+    info.add_argument(
+        "--verify", action="store_true",
+        help="hash every file again, even those an earlier open checked and nothing wrote since",
+    )  # fmt: skip
     info.set_defaults(func=cmd_info)
 
     ask = sub.add_parser("ask", help="search the index for a question")

@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from qa.cache import write_atomic
 from qa.errors import IndexCorruptError
 from qa.manifest import MANIFEST, Manifest
 
@@ -104,17 +107,56 @@ def swap_into_place(tmp: Path, target: Path) -> None:
         shutil.rmtree(backup)
 
 
-def verify_files(folder: Path, manifest: Manifest) -> None:
-    """Every file the manifest lists is present, of the right size and checksum."""
+VERIFIED = ".verified.json"  # what an earlier open checked: each file's checksum and its stat
+VERIFIED_MARGIN_NS = 2_000_000_000  # a file changed this close to a check is hashed again (coarse clocks)
+
+
+def verify_files(folder: Path, manifest: Manifest, *, full: bool = False) -> None:
+    """Every file the manifest lists is present, of the right size and checksum.
+
+    Hashing is what costs (about 7 s for the 8.8 GB of a million passages), so a successful check
+    is remembered in `VERIFIED`: a file whose size, times, inode and device are what they were
+    when it was hashed, and that had not changed for `VERIFIED_MARGIN_NS` before (a write in the
+    same clock tick leaves the times as they were), is not hashed again. Any write, truncation or
+    copy changes the stat, so it is hashed. `full` hashes every file whatever was remembered
+    (`qa index info --verify`: for corruption no write explains, such as a failing disk)."""
     fix = f"Rebuild the index: qa index build --index {folder}"
+    checked_ns = time.time_ns()
+    known = {} if full else _remembered(folder)
+    seen: dict[str, list[int | str]] = {}
     for name, entry in manifest.files.items():
         path = folder / name
         if not path.is_file():
             raise IndexCorruptError(f"Index file {path} is missing. {fix}")
-        size = path.stat().st_size
-        if size != entry.bytes:
+        st = path.stat()
+        if st.st_size != entry.bytes:
             raise IndexCorruptError(
-                f"Index file {path} is truncated or altered (size {size}, expected {entry.bytes}). {fix}"
+                f"Index file {path} is truncated or altered (size {st.st_size}, expected {entry.bytes}). {fix}"
             )
+        stamp = [entry.sha256, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+        if known.get(name) == stamp:
+            seen[name] = stamp
+            continue
         if sha256_file(path) != entry.sha256:
             raise IndexCorruptError(f"Index file {path} is altered (checksum mismatch). {fix}")
+        if max(st.st_mtime_ns, st.st_ctime_ns) <= checked_ns - VERIFIED_MARGIN_NS:
+            seen[name] = stamp
+    if seen != known:
+        _remember(folder, seen)
+
+
+def _remembered(folder: Path) -> dict[str, list[int | str]]:
+    try:
+        d = json.loads((folder / VERIFIED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    files = d.get("files") if isinstance(d, dict) else None
+    return {str(k): v for k, v in files.items() if isinstance(v, list)} if isinstance(files, dict) else {}
+
+
+def _remember(folder: Path, files: dict[str, list[int | str]]) -> None:
+    """Best effort: a folder this process may not write is simply hashed again next time."""
+    try:
+        write_atomic(folder / VERIFIED, json.dumps({"files": files}, sort_keys=True).encode("utf-8"))
+    except OSError as exc:
+        log.debug("Cannot remember the checked files of %s (%s); they will be hashed on every open.", folder, exc)

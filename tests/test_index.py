@@ -5,14 +5,18 @@ import itertools
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from qa import folder as qa_folder
+from qa.cli import main
 from qa.errors import IndexCorruptError, IndexMissingError, QAError
 from qa.index import Index, build_index, load_index, open_or_build, read_manifest, stale_documents
 from qa.manifest import MANIFEST, Manifest, _checksum
+from qa.folder import VERIFIED
 from qa.progress import Stage
 from qa.stores.local import FaissVectorStore
 from tests.conftest import SEEDS
@@ -62,6 +66,48 @@ def test_truncated_or_altered_files_are_named(hash_index: Path, tmp_path: Path, 
     path.unlink()
     with pytest.raises(IndexCorruptError, match=rf"{name} is missing"):
         load_index(folder)
+
+
+def test_a_checked_file_is_not_hashed_again_until_something_writes_it(hash_index: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]):  # fmt: skip
+    folder = _copy(hash_index, tmp_path)  # a copy: new inodes and times, so nothing is remembered
+    load_index(folder)
+    assert not json.loads((folder / VERIFIED).read_text("utf-8"))["files"] if (folder / VERIFIED).exists() else True
+    monkeypatch.setattr(qa_folder, "VERIFIED_MARGIN_NS", 0)  # files count as settled at once
+    hashed: list[str] = []
+    real = qa_folder.sha256_file
+    monkeypatch.setattr(qa_folder, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    load_index(folder)
+    files = set(read_manifest(folder).files)
+    assert {n.rsplit("/", 1)[-1] for n in files} == set(hashed)
+    hashed.clear()
+    load_index(folder)
+    assert hashed == []  # remembered: size, times, inode and device unchanged
+    path = folder / "passages.jsonl"
+    data = path.read_bytes()
+    time.sleep(0.05)  # past the filesystem clock's tick
+    path.write_bytes(data[:-2] + bytes([data[-2] ^ 1]) + data[-1:])  # same size
+    with pytest.raises(IndexCorruptError, match=r"passages.jsonl is altered.*qa index build"):
+        load_index(folder)
+    path.write_bytes(data)
+    load_index(folder)
+    hashed.clear()
+    # Corruption that no write explains (a failing disk): the stat is as remembered, the bytes are not.
+    path = folder / "vectors.npy"
+    data = path.read_bytes()
+    with path.open("r+b") as f:
+        f.seek(len(data) - 1)
+        f.write(bytes([data[-1] ^ 1]))
+    st = path.stat()
+    stamp = json.loads((folder / VERIFIED).read_text("utf-8"))
+    stamp["files"]["vectors.npy"][1:] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+    (folder / VERIFIED).write_text(json.dumps(stamp), encoding="utf-8")
+    load_index(folder)  # trusted
+    assert main(["index", "info", "--index", str(folder)]) == 0
+    capsys.readouterr()
+    assert main(["index", "info", "--index", str(folder), "--verify"]) != 0
+    assert re.search(r"vectors.npy is altered.*qa index build", capsys.readouterr().err)
 
 
 def test_bad_manifest_and_wrong_version(hash_index: Path, tmp_path: Path):
@@ -288,6 +334,7 @@ def test_an_ivf_vector_store_round_trips_and_finds_the_nearest(tmp_path: Path):
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(3000, 32)).astype(np.float32)
+    vectors[:, 0] += 4.0  # a direction they all share, as e5's do (unrelated texts meet at ~0.8)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     units = [Unit(f"{i // 3:016x}", 0 if i % 3 == 0 else 1, 9) for i in range(len(vectors))]
     store = FaissVectorStore.empty(32)
@@ -302,6 +349,8 @@ def test_an_ivf_vector_store_round_trips_and_finds_the_nearest(tmp_path: Path):
     q, pid = vectors[42], f"{42 // 3:016x}"
     assert again.search(q, 1)[0][0] == flat.search(q, 1)[0][0] == pid
     assert again.unit_scores(q, [pid])[pid][0].score == pytest.approx(float(vectors[42] @ q))
+    for q in vectors[100:140]:  # its scores are cosines, to within its 8-bit codes
+        assert [s for _, s in again.search(q, 5)] == pytest.approx([s for _, s in flat.search(q, 5)], abs=0.03)
 
 
 @pytest.mark.model

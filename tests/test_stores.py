@@ -20,6 +20,7 @@ from qa.lexical import LexicalIndex, latin_terms, tokenize
 from qa.manifest import StoreInfo
 from qa.split import Passage, Source, collapse_duplicates, passage_id, sentence_units, split_document
 from qa.stores import Stores, Unit
+from qa.stores import local as local_store
 from qa.stores import milvus as milvus_store
 from qa.stores.local import Bm25KeywordStore, FaissVectorStore, PassageTable
 from tests.conftest import ROOT, SEEDS
@@ -305,6 +306,29 @@ class TestLocalStores(StoreContract):
             return Stores(table, keywords, FaissVectorStore.load(folder, dimension=DIM, count=len(stores.vectors)))
 
         return Harness(Stores(table, keywords, FaissVectorStore.empty(DIM)), reopen)
+
+
+class TestLocalStoresOnDisk(TestLocalStores):
+    """The same, with every loaded passage table kept on disk (PassageFile), as a large one is."""
+
+    @pytest.fixture(autouse=True)
+    def _on_disk(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(local_store, "LAZY_MIN_PASSAGES", 0)
+
+    def test_a_table_on_disk_finds_what_the_one_in_memory_finds(self, harness: Harness):
+        _fill(harness.stores)
+        table = harness.reopen().passages
+        assert isinstance(table, PassageTable) and table.on_disk
+        reference = PassageTable(PASSAGES)
+        assert len(table) == len(PASSAGES) and table.ids() == reference.ids()
+        assert table.get([p.id for p in PASSAGES[::-1]]) == PASSAGES[::-1]
+        assert table.get(["0000000000000000", "非ascii的id"]) == []
+        assert list(table) == list(reference)  # reading order
+        sources = [s for p in PASSAGES for s in p.sources]
+        assert table.neighbours_of(sources) == reference.neighbours_of(sources)
+        assert table.neighbours(Source("nowhere.txt", "t", 1, 0, 1, 0)) == (None, None)
+        table.delete([PASSAGES[0].id])  # the first change reads it into memory
+        assert not table.on_disk and len(table) == len(PASSAGES) - 1
 
 
 class TestMilvusStores(StoreContract):

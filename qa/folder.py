@@ -133,7 +133,7 @@ def verify_files(folder: Path, manifest: Manifest, *, full: bool = False) -> Non
             raise IndexCorruptError(
                 f"Index file {path} is truncated or altered (size {st.st_size}, expected {entry.bytes}). {fix}"
             )
-        stamp = [entry.sha256, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+        stamp: list[int | str] = [entry.sha256, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
         if known.get(name) == stamp:
             seen[name] = stamp
             continue

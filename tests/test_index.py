@@ -14,9 +14,9 @@ import pytest
 from qa import folder as qa_folder
 from qa.cli import main
 from qa.errors import IndexCorruptError, IndexMissingError, QAError
+from qa.folder import VERIFIED
 from qa.index import Index, build_index, load_index, open_or_build, read_manifest, stale_documents
 from qa.manifest import MANIFEST, Manifest, _checksum
-from qa.folder import VERIFIED
 from qa.progress import Stage
 from qa.stores.local import FaissVectorStore
 from tests.conftest import SEEDS

@@ -110,6 +110,24 @@ def test_a_checked_file_is_not_hashed_again_until_something_writes_it(hash_index
     assert re.search(r"vectors.npy is altered.*qa index build", capsys.readouterr().err)
 
 
+def test_a_passage_table_on_disk_answers_as_one_in_memory(hash_index: Path, monkeypatch: pytest.MonkeyPatch):
+    """A large index keeps its passages on disk (qa.stores.local.PassageFile): the same hits,
+    texts, places and neighbours as the table parsed into memory."""
+    from qa.search import Retriever
+    from qa.stores import local
+
+    questions = ["上海全市核酸筛查采样了多少人", "钟南山 疫苗", "援沪医疗队有多少医生", "How many people were sampled?"]
+    in_memory = Retriever.load(hash_index, encoder=HashEncoder(), check_stale=False)
+    monkeypatch.setattr(local, "LAZY_MIN_PASSAGES", 0)
+    on_disk = Retriever.load(hash_index, encoder=HashEncoder(), check_stale=False)
+    assert on_disk.index.stores.passages.on_disk and not in_memory.index.stores.passages.on_disk  # type: ignore[attr-defined]
+    for q in questions:
+        assert on_disk.search(q, k=5) == in_memory.search(q, k=5), q
+    for p in in_memory.passages()[::25]:
+        assert on_disk.neighbours(p.source) == in_memory.neighbours(p.source)
+    assert on_disk.passages() == in_memory.passages()
+
+
 def test_bad_manifest_and_wrong_version(hash_index: Path, tmp_path: Path):
     folder = _copy(hash_index, tmp_path)
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from qa.documents import read_documents
+from qa.errors import IndexCorruptError
 from qa.lexical import LexicalIndex, latin_terms, tokenize
 from qa.manifest import StoreInfo
 from qa.split import Passage, Source, collapse_duplicates, passage_id, sentence_units, split_document
@@ -329,6 +330,20 @@ class TestLocalStoresOnDisk(TestLocalStores):
         assert table.neighbours(Source("nowhere.txt", "t", 1, 0, 1, 0)) == (None, None)
         table.delete([PASSAGES[0].id])  # the first change reads it into memory
         assert not table.on_disk and len(table) == len(PASSAGES) - 1
+
+
+def test_passage_arrays_that_do_not_match_the_file_are_named(tmp_path: Path):
+    """The arrays beside passages.jsonl are checked against it (and the manifest's checksums
+    against both); an index written before them still opens, parsed whole."""
+    PassageTable(PASSAGES).save(tmp_path)
+    offsets = np.load(tmp_path / local_store.PassageFile.OFFSETS)
+    np.save(tmp_path / local_store.PassageFile.OFFSETS, offsets[:-1])
+    with pytest.raises(IndexCorruptError, match=r"passages.jsonl cannot be read.*do not match.*qa index build"):
+        PassageTable.load(tmp_path)
+    for name in (local_store.PassageFile.OFFSETS, local_store.PassageFile.IDS, local_store.PassageFile.PLACES):
+        (tmp_path / name).unlink(missing_ok=True)
+    old = PassageTable.load(tmp_path)
+    assert not old.on_disk and list(old) == list(PassageTable(PASSAGES))
 
 
 class TestMilvusStores(StoreContract):

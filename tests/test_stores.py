@@ -332,6 +332,27 @@ class TestLocalStoresOnDisk(TestLocalStores):
         assert not table.on_disk and len(table) == len(PASSAGES) - 1
 
 
+def test_a_loaded_vector_store_reads_unit_rows_from_its_file(tmp_path: Path):
+    """Loaded, the unit vectors are read from vectors.npy a passage's run at a time (RowReader),
+    not through the mapping; the scores are those of the store in memory, and the rows come from
+    the file the store opened, whatever replaces it later."""
+    units, vectors = _units_and_vectors(PASSAGES)
+    order = np.random.default_rng(3).permutation(len(units))  # units out of passage order too
+    for picked in (np.arange(len(units)), order):
+        folder = tmp_path / f"v{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        store = FaissVectorStore.empty(DIM)
+        store.upsert([units[i] for i in picked], vectors[picked])
+        store.save(folder)
+        loaded = FaissVectorStore.load(folder, dimension=DIM, count=len(units))
+        ids = [p.id for p in PASSAGES]
+        for q in vectors[:: len(vectors) // 5]:
+            assert loaded.unit_scores(q, ids) == store.unit_scores(q, ids)
+        (folder / "vectors.npy").rename(folder / "old.npy")
+        np.save(folder / "vectors.npy", np.zeros_like(vectors))  # a new file in its place
+        assert loaded.unit_scores(vectors[0], ids) == store.unit_scores(vectors[0], ids)
+
+
 def test_passage_arrays_that_do_not_match_the_file_are_named(tmp_path: Path):
     """The arrays beside passages.jsonl are checked against it (and the manifest's checksums
     against both); an index written before them still opens, parsed whole."""

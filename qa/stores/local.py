@@ -22,6 +22,7 @@ import mmap
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 #   would pass 3.5 GB and its build take hours. At 1M passages (4M vectors, 4096 lists; 100
 #   real questions; AMX Xeon, one thread, 2026-12-06) recall@10 of the search (units proposed,
 #   then scored exactly) and p50: nprobe 32 0.898 in 3.9 ms, 64 0.953 in 6.8 ms, 128 0.978 in
-#   14 ms. Tried at equal recall and dropped: 16,384 lists (HNSW quantizer) 0.945 at nprobe 192
+#   14 ms; on 200 questions 64 fell to 0.944, hence IVF_NPROBE. Tried at equal recall and dropped: 16,384 lists (HNSW quantizer) 0.945 at nprobe 192
 #   in 10 ms, 4-bit codes 0.948 in 9.7 ms, PQ fast-scan with an 8-bit refine below 0.61 at any
 #   setting (e5's crowded vectors defeat coarse codes), centered vectors (balanced lists) 0.76
 #   in 3.8 ms.
@@ -64,7 +65,7 @@ IVF_MIN_VECTORS = 2_000_000
 HNSW_M = 32
 HNSW_EF_SEARCH = 256
 IVF_LISTS_PER_SQRT = 2  # nlist = 2 * sqrt(vectors), rounded to a power of two
-IVF_NPROBE = 64  # the least that keeps recall@10 at 0.95 at 1M passages (above)
+IVF_NPROBE = 96  # recall@10 0.962 at 1M passages on 200 questions (64: 0.944, 80: 0.955, 128: 0.971)
 IVF_TRAIN_PER_LIST = 32  # k-means sample: 32 vectors a list
 ADD_BLOCK = 250_000  # vectors added to a FAISS index at a time
 KINDS = ("faiss-flat-ip", "faiss-ivf-sq8-ip", "faiss-hnsw-ip")
@@ -314,7 +315,8 @@ class FaissVectorStore:
     choose the candidates: every candidate's units are scored exactly (`unit_scores`)."""
 
     def __init__(self, dimension: int, passages: np.ndarray, spans: np.ndarray, vectors: np.ndarray,
-                 index: faiss.Index | None = None, *, kind: str | None = None) -> None:  # fmt: skip
+                 index: faiss.Index | None = None, *, kind: str | None = None,
+                 rows: RowReader | None = None) -> None:  # fmt: skip
         if kind is not None and kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         self._kind = kind
@@ -322,6 +324,7 @@ class FaissVectorStore:
         self._passages = passages  # (n,) passage id of each unit
         self._spans = spans  # (n, 2) int32
         self._vectors = vectors  # (n, dimension) float32
+        self._reader = rows  # reads rows of a memory-mapped `vectors` from its file
         self._index = index
         self._rows: _UnitGroups | None = None
 
@@ -373,6 +376,7 @@ class FaissVectorStore:
     def _changed(self) -> None:
         self._index = None
         self._rows = None
+        self._reader = None  # the arrays are in memory now
 
     # ------------------------------------------------------------ search
 
@@ -420,7 +424,8 @@ class FaissVectorStore:
         if not found:
             return {}
         every = np.concatenate([rows for _, rows in found])
-        scores = (np.asarray(self._vectors)[every] @ q).tolist()  # one gather, one product for all candidates
+        vectors = self._reader.rows(every) if self._reader is not None else np.asarray(self._vectors)[every]
+        scores = (vectors @ q).tolist()  # one gather, one product for all candidates
         spans = self._spans[every].tolist()
         out: dict[str, list[ScoredUnit]] = {}
         at = 0
@@ -448,7 +453,8 @@ class FaissVectorStore:
         try:
             passages = np.load(folder / "units.npy", allow_pickle=False)
             spans = np.load(folder / "spans.npy", allow_pickle=False)
-            vectors = np.load(folder / "vectors.npy", allow_pickle=False, mmap_mode="r")
+            rows = RowReader(folder / "vectors.npy")
+            vectors = rows.mapped()
         except (OSError, ValueError) as exc:
             raise IndexCorruptError(f"Vectors in {folder} cannot be read ({exc}). {FIX}") from exc
         if passages.dtype.kind != "U" or spans.shape != (count, 2) or vectors.shape != (count, dimension):
@@ -458,7 +464,7 @@ class FaissVectorStore:
             )
         path = folder / "dense.faiss"
         try:
-            index = _read_mapped(path)
+            index = faiss.read_index(str(path))
         except RuntimeError as exc:
             raise IndexCorruptError(f"{path} is not a readable FAISS index ({exc}). {FIX}") from exc
         if index.d != dimension or index.ntotal != count:
@@ -467,21 +473,46 @@ class FaissVectorStore:
                 f"{count} of dimension {dimension}. {FIX}"
             )
         _search_parameters(index)
-        return cls(dimension, passages, spans, vectors, index)
+        return cls(dimension, passages, spans, vectors, index, rows=rows)
 
 
-def _read_mapped(path: Path) -> faiss.Index:
-    """The FAISS index in `path`, memory-mapped rather than read: at 1M passages its 1.5 GB took
-    7 s to read and all of it stayed resident; mapped, it opens at once and holds in memory the
-    lists searches touch (the kernel reads the rest ahead, in the background). The file is never
-    written in place (a build swaps in a new folder), so the mapping stays valid."""
-    try:
-        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
-    except RuntimeError:
-        index = faiss.read_index(str(path))  # a FAISS that cannot map this index type reads it
-    with contextlib.suppress(OSError, AttributeError), path.open("rb") as f:  # no fadvise: no read-ahead
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
-    return index
+class RowReader:
+    """Rows of a memory-mapped .npy matrix read with `os.pread`, one read a run of consecutive rows
+    (a passage's units are one run), instead of through the mapping. A fault in the mapping maps
+    the whole folio around it: at 1M passages the candidates of 50 questions, 15 MB of rows, left
+    3 GB of vectors.npy resident in the process; read, they cost their own bytes, and the page
+    cache (which the kernel shrinks at will) keeps the rest. Rows not read for a while come from
+    disk either way: the benchmark VM drops file pages unused for about 20 s (0.2 ms a read
+    against 5 µs cached). The file is opened with the mapping, so both are the same file
+    whatever replaces the folder later."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+        self._path = path
+        self._offset, self._width, self._dtype = 0, 0, np.dtype(np.float32)
+
+    def mapped(self) -> np.memmap:
+        """The matrix memory-mapped (for whole passes: a rebuild of the FAISS index, a save),
+        from the file this reader holds open."""
+        proc = Path(f"/proc/self/fd/{self._fd}")
+        matrix = np.load(proc if proc.exists() else self._path, allow_pickle=False, mmap_mode="r")
+        if matrix.ndim != 2:
+            raise ValueError(f"{self._path.name} holds {matrix.ndim} dimensions, not 2")
+        self._offset, self._width, self._dtype = int(matrix.offset), int(matrix.shape[1]), matrix.dtype
+        return matrix
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), self._width), dtype=self._dtype)
+        row_bytes = self._width * self._dtype.itemsize
+        cuts = np.flatnonzero(np.diff(rows) != 1) + 1
+        for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)], strict=True):
+            count = end - start
+            data = os.pread(self._fd, count * row_bytes, self._offset + int(rows[start]) * row_bytes)
+            if len(data) != count * row_bytes:
+                raise IndexCorruptError(f"vectors.npy ends before row {int(rows[end - 1])}. {FIX}")
+            out[start:end] = np.frombuffer(data, dtype=self._dtype).reshape(count, self._width)
+        return out
 
 
 class _UnitGroups:

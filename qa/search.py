@@ -7,6 +7,7 @@ Milvus collections.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -611,7 +612,7 @@ def _coverage(tokens: list[str], weights: np.ndarray, text: str) -> float:
     """IDF-weighted share of the query's keywords that occur in `text`."""
     if not tokens:
         return 0.0
-    norm = re.sub(r"\s+", "", fold(text))
+    norm = _compact_fold(text)
     total = float(weights.sum())
     if total <= 0:
         return 0.0
@@ -619,7 +620,16 @@ def _coverage(tokens: list[str], weights: np.ndarray, text: str) -> float:
     return found / total
 
 
-def _folded_with_origin(text: str) -> tuple[str, list[int]]:
+# A reply folds the same passage texts and sentences again and again (every question that finds
+# them); folding is a third of a search's time after the embedding on the seeds, so the last
+# few thousand are kept.
+@functools.lru_cache(maxsize=8192)
+def _compact_fold(text: str) -> str:
+    return re.sub(r"\s+", "", fold(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _folded_with_origin(text: str) -> tuple[str, tuple[int, ...]]:
     """`fold(text)` and, for each of its characters, the index of the character of `text` it
     comes from. NFKC and lower case go character by character (they may change a length);
     the traditional-to-simplified step runs once on the whole text, and is trusted to map
@@ -631,7 +641,7 @@ def _folded_with_origin(text: str) -> tuple[str, list[int]]:
     if len(norm) != len(joined):
         norm = "".join(fold(ch) for ch in text)
         origin = [i for i, ch in enumerate(text) for _ in fold(ch)]
-    return norm, origin
+    return norm, tuple(origin)
 
 
 def highlight_spans(text: str, tokens: list[str]) -> tuple[tuple[int, int], ...]:

@@ -322,14 +322,18 @@ class TestLocalStoresOnDisk(TestLocalStores):
         assert isinstance(table, PassageTable) and table.on_disk
         reference = PassageTable(PASSAGES)
         assert len(table) == len(PASSAGES) and table.ids() == reference.ids()
-        assert table.get([p.id for p in PASSAGES[::-1]]) == PASSAGES[::-1]
+        assert table.get([p.id for p in PASSAGES[::-3]]) == PASSAGES[::-3] and table.on_disk
         assert table.get(["0000000000000000", "非ascii的id"]) == []
         assert list(table) == list(reference)  # reading order
         sources = [s for p in PASSAGES for s in p.sources]
         assert table.neighbours_of(sources) == reference.neighbours_of(sources)
+        assert table.on_disk
         assert table.neighbours(Source("nowhere.txt", "t", 1, 0, 1, 0)) == (None, None)
         table.delete([PASSAGES[0].id])  # the first change reads it into memory
         assert not table.on_disk and len(table) == len(PASSAGES) - 1
+        again = harness.reopen().passages  # the table just changed, saved and opened again
+        assert again.on_disk and again.get([p.id for p in PASSAGES]) == PASSAGES[1:]
+        assert not again.on_disk  # a fetch of most of it read it whole, once
 
 
 def test_a_loaded_vector_store_reads_unit_rows_from_its_file(tmp_path: Path):

@@ -55,10 +55,11 @@ log = logging.getLogger(__name__)
 #   would pass 3.5 GB and its build take hours. At 1M passages (4M vectors, 4096 lists; 100
 #   real questions; AMX Xeon, one thread, 2026-12-06) recall@10 of the search (units proposed,
 #   then scored exactly) and p50: nprobe 32 0.898 in 3.9 ms, 64 0.953 in 6.8 ms, 128 0.978 in
-#   14 ms; on 200 questions 64 fell to 0.944, hence IVF_NPROBE. Tried at equal recall and dropped: 16,384 lists (HNSW quantizer) 0.945 at nprobe 192
-#   in 10 ms, 4-bit codes 0.948 in 9.7 ms, PQ fast-scan with an 8-bit refine below 0.61 at any
-#   setting (e5's crowded vectors defeat coarse codes), centered vectors (balanced lists) 0.76
-#   in 3.8 ms, vectors projected to 192 dimensions 0.929 in 7.4 ms.
+#   14 ms; on 200 questions 64 fell to 0.944, hence IVF_NPROBE. Tried and dropped, each slower
+#   at equal recall: 16,384 lists (HNSW quantizer) 0.945 at nprobe 192 in 10 ms, 4-bit codes
+#   0.948 in 9.7 ms, PQ fast-scan with an 8-bit refine below 0.61 at any setting (e5's crowded
+#   vectors defeat coarse codes), centered vectors (balanced lists) 0.76 in 3.8 ms, vectors
+#   projected to 192 dimensions 0.929 in 7.4 ms.
 # Every candidate's units are then scored exactly from vectors.npy (`unit_scores`).
 ANN_MIN_VECTORS = 100_000
 IVF_MIN_VECTORS = 2_000_000
@@ -318,7 +319,7 @@ class FaissVectorStore:
 
     def __init__(self, dimension: int, passages: np.ndarray, spans: np.ndarray, vectors: np.ndarray,
                  index: faiss.Index | None = None, *, kind: str | None = None,
-                 rows: RowReader | None = None) -> None:  # fmt: skip
+                 reader: RowReader | None = None) -> None:  # fmt: skip
         if kind is not None and kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         self._kind = kind
@@ -326,7 +327,7 @@ class FaissVectorStore:
         self._passages = passages  # (n,) passage id of each unit
         self._spans = spans  # (n, 2) int32
         self._vectors = vectors  # (n, dimension) float32
-        self._reader = rows  # reads rows of a memory-mapped `vectors` from its file
+        self._reader = reader  # reads rows of a memory-mapped `vectors` from its file
         self._index = index
         self._rows: _UnitGroups | None = None
 
@@ -455,8 +456,8 @@ class FaissVectorStore:
         try:
             passages = np.load(folder / "units.npy", allow_pickle=False)
             spans = np.load(folder / "spans.npy", allow_pickle=False)
-            rows = RowReader(folder / "vectors.npy")
-            vectors = rows.mapped()
+            reader = RowReader(folder / "vectors.npy")
+            vectors = reader.matrix
         except (OSError, ValueError) as exc:
             raise IndexCorruptError(f"Vectors in {folder} cannot be read ({exc}). {FIX}") from exc
         if passages.dtype.kind != "U" or spans.shape != (count, 2) or vectors.shape != (count, dimension):
@@ -475,7 +476,7 @@ class FaissVectorStore:
                 f"{count} of dimension {dimension}. {FIX}"
             )
         _search_parameters(index)
-        return cls(dimension, passages, spans, vectors, index, rows=rows)
+        return cls(dimension, passages, spans, vectors, index, reader=reader)
 
 
 class RowReader:
@@ -491,18 +492,12 @@ class RowReader:
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_RDONLY)
         weakref.finalize(self, os.close, self._fd)
-        self._path = path
-        self._offset, self._width, self._dtype = 0, 0, np.dtype(np.float32)
-
-    def mapped(self) -> np.memmap:
-        """The matrix memory-mapped (for whole passes: a rebuild of the FAISS index, a save),
-        from the file this reader holds open."""
-        proc = Path(f"/proc/self/fd/{self._fd}")
-        matrix = np.load(proc if proc.exists() else self._path, allow_pickle=False, mmap_mode="r")
-        if matrix.ndim != 2:
-            raise ValueError(f"{self._path.name} holds {matrix.ndim} dimensions, not 2")
-        self._offset, self._width, self._dtype = int(matrix.offset), int(matrix.shape[1]), matrix.dtype
-        return matrix
+        proc = Path(f"/proc/self/fd/{self._fd}")  # the file this reader holds open, not the path's now
+        # memory-mapped too, for whole passes: a rebuild of the FAISS index, a save
+        self.matrix = np.load(proc if proc.exists() else path, allow_pickle=False, mmap_mode="r")
+        if self.matrix.ndim != 2:
+            raise ValueError(f"{path.name} holds {self.matrix.ndim} dimensions, not 2")
+        self._offset, self._width, self._dtype = int(self.matrix.offset), int(self.matrix.shape[1]), self.matrix.dtype
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), self._width), dtype=self._dtype)

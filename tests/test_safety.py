@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from qa.errors import IndexCorruptError
+from qa.folder import VERIFIED
 from qa.index import MANIFEST, load_index
 from qa.search import Retriever
 from tests.conftest import ROOT
@@ -52,8 +53,21 @@ DAMAGE = {
 
 
 def test_every_file_but_the_manifest_is_checksummed(index: Path):
+    """...and the record of earlier checks (VERIFIED), which only ever spares a hash: garbage in it
+    is ignored, and an entry that does not match a file's checksum and stat counts for nothing."""
+    load_index(index)
     on_disk = {p.relative_to(index).as_posix() for p in index.rglob("*") if p.is_file()}
-    assert set(_manifest(index)["files"]) == on_disk - {MANIFEST}
+    assert set(_manifest(index)["files"]) == on_disk - {MANIFEST, VERIFIED}
+    (index / VERIFIED).write_text("{not json", encoding="utf-8")
+    load_index(index)
+    path = index / "vectors.npy"
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    st = path.stat()
+    planted = {"files": {"vectors.npy": ["0" * 64, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]}}
+    (index / VERIFIED).write_text(json.dumps(planted), encoding="utf-8")  # the stat right, the checksum not
+    with pytest.raises(IndexCorruptError, match=r"vectors.npy is altered"):
+        load_index(index)
 
 
 def test_every_index_file_damaged_in_any_way_is_refused(index: Path):

@@ -362,7 +362,7 @@ def measure(folder: Path, enc: SentenceTransformerEncoder, texts: list[str], qve
     vectors = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
     exact = exact_top_passages(vectors, np.load(folder / "units.npy", allow_pickle=False), qvecs, 10)
     del vectors
-    # The first open hashes every file (qa.folder.verify_files); it remembers what it checked, so
+    # The first open hashes every file not checked before (qa.folder.verify_files); it remembers them, so
     # the open after it, as a restarted server's, only compares sizes and times. It runs in a child
     # process: the memory it frees would otherwise be reused by the second, which would then
     # seem to need none.
